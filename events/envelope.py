@@ -1,0 +1,110 @@
+"""The envelope every message travels in, and its JSON wire encoding."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from events.messages import Message, Registry
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid envelope, or its payload does not fit its type."""
+
+
+class Envelope(BaseModel):
+    """Who, what and why of a message; the payload is the typed message itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    schema_version: int = Field(ge=1)
+    occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    producer: str
+    correlation_id: str
+    causation_id: uuid.UUID | None = None
+    payload: dict[str, Any]
+
+
+def wrap(
+    message: Message,
+    *,
+    producer: str,
+    correlation_id: str | None = None,
+    causation: Envelope | None = None,
+    event_id: uuid.UUID | None = None,
+    occurred_at: datetime | None = None,
+) -> Envelope:
+    """Put a message in an envelope; the correlation id follows the cause unless given."""
+    if correlation_id is None:
+        correlation_id = causation.correlation_id if causation else message.partition_key()
+    return Envelope(
+        event_id=event_id or uuid.uuid4(),
+        type=message.type_name(),
+        schema_version=message.schema_version,
+        occurred_at=occurred_at or datetime.now(UTC),
+        producer=producer,
+        correlation_id=correlation_id,
+        causation_id=causation.event_id if causation else None,
+        payload=message.model_dump(mode="json"),
+    )
+
+
+def encode(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
+def decode_envelope(raw: bytes | None) -> Envelope:
+    if raw is None:
+        raise DecodeError("empty record value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+    try:
+        return Envelope.model_validate(data)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid envelope: {_first_error(exc)}") from None
+
+
+def open_envelope(envelope: Envelope, registry: Registry) -> Message:
+    """Validate the payload against the model its type names."""
+    try:
+        model = registry.get(envelope.type)
+    except LookupError as exc:
+        raise DecodeError(str(exc)) from None
+    if envelope.schema_version > model.schema_version:
+        raise DecodeError(
+            f"{envelope.type} schema version {envelope.schema_version} is newer than the "
+            f"{model.schema_version} this service knows"
+        )
+    try:
+        return model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid {envelope.type} payload: {_first_error(exc)}") from None
+
+
+def decode(raw: bytes | None, registry: Registry) -> tuple[Envelope, Message]:
+    envelope = decode_envelope(raw)
+    return envelope, open_envelope(envelope, registry)
+
+
+def headers_for(envelope: Envelope) -> list[tuple[str, bytes]]:
+    """Copies of the routing fields as Kafka headers, so tools can filter without parsing JSON."""
+    return [
+        ("event_id", str(envelope.event_id).encode()),
+        ("event_type", envelope.type.encode()),
+        ("correlation_id", envelope.correlation_id.encode()),
+    ]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"
