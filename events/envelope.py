@@ -17,14 +17,19 @@ class DecodeError(ValueError):
 
 
 class Envelope(BaseModel):
-    """Who, what and why of a message; the payload is the typed message itself."""
+    """Who, what and why of a message; the payload is the typed message itself.
+
+    Identity and time are required, never defaulted: a record decoded without them is refused
+    rather than given a fresh id (the inbox would apply it twice) or the time of reading (replays
+    would differ). Use `wrap` to make one.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID
     type: str
     schema_version: int = Field(ge=1)
-    occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    occurred_at: AwareDatetime
     producer: str
     correlation_id: str
     causation_id: uuid.UUID | None = None

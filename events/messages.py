@@ -44,7 +44,8 @@ class Money(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    amount: int = Field(ge=0, description="Integer minor units (cents for USD).")
+    # strict: lax mode would turn 10.0, True or "10" into an amount; JSON integers still pass.
+    amount: int = Field(ge=0, strict=True, description="Integer minor units (cents for USD).")
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
 
 
