@@ -1,1 +1,1 @@
-"""The messaging kit: transactional outbox, inbox consumer, dead letters, logs, health and metrics."""
+"""The messaging kit: outbox, inbox consumer, dead letters, logs, health, metrics."""

@@ -1,0 +1,379 @@
+"""Idempotent consumer: batches in, one database transaction per batch, offsets committed after it.
+
+For each batch: decode every record (undecodable ones go to the DLQ), record the batch's event ids
+in the inbox table and run the handlers in ONE transaction, append whatever the handlers emit to the
+outbox in that same transaction, and only then commit the offsets. A crash before the transaction
+commits leaves no effect; a crash after it means a redelivery, which the inbox skips.
+
+If a handler raises, the batch is rolled back and its records are applied one by one, each retried
+with backoff; a record that still fails goes to the DLQ and the consumer carries on. Database and
+network faults are not the message's fault: those are retried without limit and never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from events.envelope import DecodeError, Envelope, decode, wrap
+from events.kit import metrics, outbox
+from events.kit.db import Conn
+from events.kit.dlq import send_to_dlq
+from events.kit.logging import get_logger
+from events.messages import Message, Registry
+
+log = get_logger(__name__)
+
+INSERT_INBOX = """
+INSERT INTO inbox (consumer, event_id, topic, partition, "offset")
+SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[])
+ON CONFLICT DO NOTHING
+RETURNING event_id
+"""
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """What a handler may use: the open transaction's connection and the message's envelope."""
+
+    conn: Conn
+    envelope: Envelope
+    record: ConsumerRecord
+
+
+Handler = Callable[[Any, HandlerContext], Awaitable[Sequence[Message] | None]]
+Handlers = Mapping[type[Message], Handler]
+
+
+class HandlerFailed(Exception):
+    def __init__(self, item: _Item, cause: BaseException) -> None:
+        super().__init__(f"{item.envelope.type} failed: {cause!r}")
+        self.item = item
+        self.cause = cause
+
+
+@dataclass
+class _Item:
+    record: ConsumerRecord
+    envelope: Envelope
+    message: Message
+    handler: Handler
+
+
+@dataclass
+class ConsumerStats:
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    commits_failed: int = 0
+    last_commit: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """Faults of the database or network, which retrying fixes; never the message's fault."""
+    return isinstance(
+        exc,
+        OSError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.SerializationError
+        | asyncpg.DeadlockDetectedError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.TooManyConnectionsError
+        | TimeoutError,
+    )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: InboxConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in flight finish and commit before the partitions move on.
+        async with self._owner._batch_lock:
+            log.info("partitions revoked", consumer=self._owner.name, partitions=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", consumer=self._owner.name, partitions=len(assigned))
+
+
+class InboxConsumer:
+    """One consumer group member applying typed messages through handlers, exactly once."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[str],
+        handlers: Handlers,
+        registry: Registry,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        bootstrap_servers: str,
+        service: str,
+        batch_max: int = 500,
+        poll_ms: int = 200,
+        max_attempts: int = 3,
+        backoff_ms: int = 100,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self._handlers = dict(handlers)
+        self._registry = registry
+        self._pool = pool
+        self._producer = producer
+        self._service = service
+        self._batch_max = batch_max
+        self._poll_ms = poll_ms
+        self._max_attempts = max_attempts
+        self._backoff_s = backoff_ms / 1000
+        self._batch_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._channel = outbox.notify_channel(service)
+        self._last_lag_update = 0.0
+        self.stats = ConsumerStats()
+        options: dict[str, Any] = {
+            "group_id": name,
+            "client_id": f"{service}-{name}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed",
+            "max_poll_records": batch_max,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 2_000,
+            "max_poll_interval_ms": 300_000,
+        }
+        options.update(consumer_options or {})
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, **options)
+
+    @property
+    def kafka(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        self._stopping.set()
+        async with self._batch_lock:
+            await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Consume until stop(); call start() first."""
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(
+                timeout_ms=self._poll_ms, max_records=self._batch_max
+            )
+            if self._stopping.is_set():
+                break
+            if batch:
+                async with self._batch_lock:
+                    await self.process(batch)
+            await self._update_lag()
+
+    async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        records = [r for recs in batch.values() for r in recs]
+        self.stats.consumed += len(records)
+        self.stats.batches += 1
+        metrics.BATCH_SIZE.labels(self.name).observe(len(records))
+        for tp, recs in batch.items():
+            metrics.CONSUMED.labels(self.name, tp.topic).inc(len(recs))
+        items = await self._decode(records)
+        if items:
+            await self._apply(items)
+        metrics.HANDLER_SECONDS.labels(self.name).observe(
+            (time.perf_counter() - started) / max(1, len(records))
+        )
+        await self._commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+
+    async def _decode(self, records: list[ConsumerRecord]) -> list[_Item]:
+        items: list[_Item] = []
+        for record in records:
+            try:
+                envelope, message = decode(record.value, self._registry)
+            except DecodeError as exc:
+                await self._dead_letter(record, "undecodable", str(exc), attempts=1)
+                continue
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                self.stats.ignored += 1
+                continue
+            items.append(_Item(record, envelope, message, handler))
+        return items
+
+    async def _apply(self, items: list[_Item]) -> None:
+        try:
+            await self._retrying_infrastructure(lambda: self._transaction(items))
+            return
+        except HandlerFailed as exc:
+            if len(items) > 1:
+                log.info(
+                    "batch rolled back; applying its records one by one",
+                    consumer=self.name,
+                    error=str(exc),
+                )
+        for item in items:
+            await self._apply_one(item)
+
+    async def _apply_one(self, item: _Item) -> None:
+        error: HandlerFailed | None = None
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._retrying_infrastructure(lambda: self._transaction([item]))
+                return
+            except HandlerFailed as exc:
+                error = exc
+                metrics.FAILED.labels(self.name, item.envelope.type).inc()
+                with structlog.contextvars.bound_contextvars(**_ids(item)):
+                    log.warning("handler failed", attempt=attempt, error=repr(exc.cause))
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
+        assert error is not None
+        await self._dead_letter(
+            item.record, "handler_failed", repr(error.cause), attempts=self._max_attempts
+        )
+
+    async def _transaction(self, items: list[_Item]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh_rows = await conn.fetch(
+                INSERT_INBOX,
+                self.name,
+                [i.envelope.event_id for i in items],
+                [i.record.topic for i in items],
+                [i.record.partition for i in items],
+                [i.record.offset for i in items],
+            )
+            fresh = {r["event_id"] for r in fresh_rows}
+            outgoing: list[tuple[Message, Envelope]] = []
+            applied: list[_Item] = []
+            for item in items:
+                if item.envelope.event_id not in fresh:
+                    continue
+                fresh.discard(item.envelope.event_id)
+                with structlog.contextvars.bound_contextvars(**_ids(item)):
+                    try:
+                        emitted = await item.handler(
+                            item.message, HandlerContext(conn, item.envelope, item.record)
+                        )
+                    except Exception as exc:
+                        if is_infrastructure_error(exc):
+                            raise
+                        raise HandlerFailed(item, exc) from exc
+                for message in emitted or ():
+                    outgoing.append(
+                        (message, wrap(message, producer=self._service, causation=item.envelope))
+                    )
+                applied.append(item)
+            await outbox.append(conn, outgoing, channel=self._channel)
+        duplicates = len(items) - len(applied)
+        self.stats.applied += len(applied)
+        self.stats.duplicates += duplicates
+        if duplicates:
+            metrics.DUPLICATES.labels(self.name).inc(duplicates)
+        for item in applied:
+            metrics.APPLIED.labels(self.name, item.envelope.type).inc()
+
+    async def _retrying_infrastructure(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        delay = self._backoff_s or 0.05
+        while True:
+            try:
+                await attempt()
+                return
+            except HandlerFailed:
+                raise
+            except Exception as exc:
+                if not is_infrastructure_error(exc) or self._stopping.is_set():
+                    raise
+                log.warning("database unavailable; retrying the batch", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, reason: str, error: str, attempts: int
+    ) -> None:
+        while True:
+            try:
+                await send_to_dlq(
+                    self._producer,
+                    record,
+                    consumer=self.name,
+                    reason=reason,
+                    error=error,
+                    attempts=attempts,
+                )
+                break
+            except KafkaError as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning("dead-letter publish failed; retrying", error=repr(exc))
+                await asyncio.sleep(1.0)
+        self.stats.dead_lettered += 1
+        metrics.DEAD_LETTERED.labels(self.name, record.topic).inc()
+        log.error(
+            "record dead-lettered",
+            consumer=self.name,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+            error=error[:500],
+        )
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        mine = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if not mine:
+            return
+        try:
+            await self._consumer.commit(mine)
+            self.stats.last_commit.update(mine)
+        except CommitFailedError as exc:
+            # The group rebalanced: the new owner re-reads these records and the inbox skips them.
+            self.stats.commits_failed += 1
+            log.warning("offset commit refused after a rebalance", error=str(exc))
+
+    async def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_update < 1.0:
+            return
+        self._last_lag_update = now
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(Exception):
+                position = await self._consumer.position(tp)
+                metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(
+                    max(0, highwater - position)
+                )
+
+
+def _ids(item: _Item) -> dict[str, object]:
+    return {
+        "event_id": str(item.envelope.event_id),
+        "event_type": item.envelope.type,
+        "correlation_id": item.envelope.correlation_id,
+        "topic": item.record.topic,
+        "partition": item.record.partition,
+        "offset": item.record.offset,
+    }

@@ -1,0 +1,179 @@
+"""Transactional outbox: events commit with the state change; a relay publishes them in batches.
+
+A crash between publishing and marking may publish a row twice (consumers dedupe by event id); a row
+is never lost, because it is only marked once Kafka acknowledged it with acks=all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from events.envelope import Envelope, encode, headers_for
+from events.kit import metrics
+from events.kit.db import Conn
+from events.kit.logging import get_logger
+from events.messages import Message
+
+log = get_logger(__name__)
+
+INSERT_OUTBOX = """
+INSERT INTO outbox (event_id, topic, key, value, headers)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
+"""
+NOTIFY = "SELECT pg_notify($1, '')"
+SELECT_PENDING = """
+SELECT id, topic, key, value, headers FROM outbox
+WHERE published_at IS NULL ORDER BY id LIMIT $1
+"""
+MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+COUNT_PENDING = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+PURGE_PUBLISHED = "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)"
+TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock($1)"
+
+RELAY_LOCK = 7_340_002
+
+
+def notify_channel(service: str) -> str:
+    return f"outbox_{service}"
+
+
+async def append(
+    conn: Conn,
+    outgoing: Sequence[tuple[Message, Envelope]],
+    *,
+    channel: str | None = None,
+) -> None:
+    """Add envelopes to the outbox inside the caller's transaction (one multi-row insert)."""
+    if not outgoing:
+        return
+    await conn.execute(
+        INSERT_OUTBOX,
+        [env.event_id for _, env in outgoing],
+        [msg.topic for msg, _ in outgoing],
+        [msg.partition_key().encode() for msg, _ in outgoing],
+        [encode(env) for _, env in outgoing],
+        [
+            orjson.dumps([[k, v.decode()] for k, v in headers_for(env)]).decode()
+            for _, env in outgoing
+        ],
+    )
+    if channel:
+        await conn.execute(NOTIFY, channel)
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows in id order; one relay per database holds the leader lock."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        service: str,
+        batch_max: int = 500,
+        poll_interval_s: float = 0.5,
+        keep_published_s: float = 3600.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._service = service
+        self._batch_max = batch_max
+        self._poll = poll_interval_s
+        self._keep_published_s = keep_published_s
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.is_leader = False
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Hold the leader lock on a dedicated connection and publish until stopped."""
+        while not self._stopping.is_set():
+            try:
+                await self._lead()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.is_leader = False
+                log.warning("outbox relay lost its database connection", error=str(exc))
+                await self._sleep(1.0)
+
+    async def _lead(self) -> None:
+        async with self._pool.acquire() as lock_conn:
+            while not self._stopping.is_set():
+                if await lock_conn.fetchval(TRY_LEADER_LOCK, RELAY_LOCK):
+                    break
+                await self._sleep(self._poll)
+            else:
+                return
+            self.is_leader = True
+            channel = notify_channel(self._service)
+            await lock_conn.add_listener(channel, self.wake)
+            try:
+                await self._publish_loop()
+            finally:
+                self.is_leader = False
+                with contextlib.suppress(Exception):
+                    await lock_conn.remove_listener(channel, self.wake)
+                with contextlib.suppress(Exception):
+                    await lock_conn.execute("SELECT pg_advisory_unlock_all()")
+
+    async def _publish_loop(self) -> None:
+        last_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                published = await self.publish_batch()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                raise
+            except Exception as exc:  # a Kafka error: keep the rows, try again shortly
+                log.warning("outbox publish failed; will retry", error=repr(exc))
+                await self._sleep(1.0)
+                continue
+            if loop.time() - last_purge > 60:
+                last_purge = loop.time()
+                await self._purge()
+            if published < self._batch_max:
+                await self._sleep(self._poll, wakeable=True)
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch of pending rows; return how many were published."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(SELECT_PENDING, self._batch_max)
+            if not rows:
+                metrics.OUTBOX_BACKLOG.labels(self._service).set(0)
+                return 0
+            futures = []
+            for row in rows:
+                headers = [(k, v.encode()) for k, v in orjson.loads(row["headers"])]
+                futures.append(
+                    await self._producer.send(
+                        row["topic"], value=row["value"], key=row["key"], headers=headers
+                    )
+                )
+            await asyncio.gather(*futures)
+            await conn.execute(MARK_PUBLISHED, [r["id"] for r in rows])
+            backlog = await conn.fetchval(COUNT_PENDING) if len(rows) == self._batch_max else 0
+        metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
+        return len(rows)
+
+    async def _purge(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(PURGE_PUBLISHED, self._keep_published_s)
+
+    async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
+        waiter = self._wake if wakeable else self._stopping
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), seconds)

@@ -1,0 +1,278 @@
+"""The messaging kit against the real broker and database: outbox, inbox, dead letters, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kit_support import CREATE_APPLIED, KitTypes, eventually, kit_types, recording_handler
+
+from events.envelope import decode_envelope, encode, wrap
+from events.kit import db, outbox
+from events.kit.admin import ensure_topics
+from events.kit.inbox import InboxConsumer
+from events.kit.outbox import OutboxRelay
+from events.kit.producer import make_producer
+
+pytestmark = pytest.mark.integration
+
+WORKER = Path(__file__).with_name("kit_support.py")
+
+
+@pytest.fixture(scope="module")
+async def kit_pool(stack: object) -> AsyncIterator[asyncpg.Pool]:
+    url = stack.database_url("kit_tests")  # type: ignore[attr-defined]
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=6)
+    await db.apply_migrations(pool)
+    await pool.execute(CREATE_APPLIED)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def producer(stack: object) -> AsyncIterator[AIOKafkaProducer]:
+    p = make_producer(stack.kafka_bootstrap, client_id="kit-tests")  # type: ignore[attr-defined]
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+async def types(stack: object) -> KitTypes:
+    t = kit_types(f"kit.{uuid.uuid4().hex[:10]}")
+    await ensure_topics(stack.kafka_bootstrap, t.specs)  # type: ignore[attr-defined]
+    return t
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: InboxConsumer) -> AsyncIterator[InboxConsumer]:
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        await consumer.close()
+
+
+def inbox_consumer(
+    stack: object,
+    types: KitTypes,
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    name: str,
+    **kwargs: object,
+) -> InboxConsumer:
+    fail_when_n = kwargs.pop("fail_when_n", None)
+    return InboxConsumer(
+        name=name,
+        topics=[types.topic],
+        handlers={types.ItemAdded: recording_handler(types, name, fail_when_n=fail_when_n)},  # type: ignore[arg-type]
+        registry=types.registry,
+        pool=pool,
+        producer=producer,
+        bootstrap_servers=stack.kafka_bootstrap,  # type: ignore[attr-defined]
+        service="kittest",
+        backoff_ms=10,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def applied_count(pool: asyncpg.Pool, consumer: str) -> tuple[int, int]:
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM applied WHERE consumer = $1",
+        consumer,
+    )
+    assert row is not None
+    return row["n"], row["d"]
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:  # type: ignore[type-arg]
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list = []  # type: ignore[type-arg]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(records) < expected and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_outbox_rows_reach_the_topic_in_key_order_and_the_inbox_applies_each_once(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    items = [uuid.uuid4() for _ in range(5)]
+    messages = [types.ItemAdded(item_id=i, n=n) for n in range(8) for i in items]
+    async with kit_pool.acquire() as conn, conn.transaction():
+        await outbox.append(
+            conn,
+            [(m, wrap(m, producer="kittest")) for m in messages],
+            channel=outbox.notify_channel("kittest"),
+        )
+    relay = OutboxRelay(kit_pool, producer, service="kittest", poll_interval_s=0.2)
+    relay_task = asyncio.create_task(relay.run())
+    name = f"roundtrip-{types.topic}"
+    try:
+        async with running(inbox_consumer(stack, types, kit_pool, producer, name)):
+
+            async def all_applied() -> bool:
+                return (await applied_count(kit_pool, name))[0] >= len(messages)
+
+            await eventually(all_applied)
+            rows = await kit_pool.fetch(
+                "SELECT item_id, n FROM applied WHERE consumer = $1 ORDER BY id", name
+            )
+            for item in items:
+                assert [r["n"] for r in rows if r["item_id"] == item] == list(range(8))
+            counted = await read_topic(stack.kafka_bootstrap, types.topic + ".counted", 40)  # type: ignore[attr-defined]
+    finally:
+        relay.stop()
+        await asyncio.wait_for(relay_task, 10)
+    assert await applied_count(kit_pool, name) == (40, 40)
+    assert len(counted) == 40
+    causes = {decode_envelope(r.value).causation_id for r in counted}
+    assert len(causes) == 40
+    assert None not in causes
+    pending = await kit_pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    assert pending == 0
+
+
+async def test_the_same_events_delivered_twice_are_applied_once(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    envelopes = [
+        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(10)
+    ]
+    for _ in range(2):
+        for env in envelopes:
+            await producer.send(types.topic, encode(env), key=env.correlation_id.encode())
+    await producer.flush()
+    name = f"dup-{types.topic}"
+    consumer = inbox_consumer(stack, types, kit_pool, producer, name)
+    async with running(consumer):
+
+        async def all_seen() -> bool:
+            return consumer.stats.applied + consumer.stats.duplicates >= 20
+
+        await eventually(all_seen)
+    assert consumer.stats.duplicates == 10
+    # A second pass over the whole log under a fresh group id, same inbox name: nothing applies.
+    again = inbox_consumer(
+        stack, types, kit_pool, producer, name, consumer_options={"group_id": name + "-again"}
+    )
+    async with running(again):
+
+        async def replayed() -> bool:
+            return again.stats.duplicates >= 20
+
+        await eventually(replayed)
+    assert again.stats.applied == 0
+    assert await applied_count(kit_pool, name) == (10, 10)
+
+
+async def test_poison_messages_go_to_the_dlq_and_the_next_message_is_still_processed(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    key = b"same-partition"
+    good_before = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=1), producer="kittest")
+    cursed = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=13), producer="kittest")
+    good_after = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=2), producer="kittest")
+    bad_payload = good_before.model_dump(mode="json") | {
+        "event_id": str(uuid.uuid4()),
+        "payload": {"item_id": "not-a-uuid", "n": "x"},
+    }
+    unknown_type = good_before.model_dump(mode="json") | {
+        "event_id": str(uuid.uuid4()),
+        "type": "SomethingNobodyKnows",
+    }
+    poison = [b"\xff\xfe not json", b'{"event_id": 1}', orjson.dumps(bad_payload)]
+    poison.append(orjson.dumps(unknown_type))
+    values = [encode(good_before), *poison, encode(cursed), encode(good_after)]
+    for value in values:
+        await producer.send(types.topic, value, key=key, headers=[("origin", b"test")])
+    await producer.flush()
+    name = f"poison-{types.topic}"
+    consumer = inbox_consumer(stack, types, kit_pool, producer, name, fail_when_n=13)
+    async with running(consumer):
+
+        async def settled() -> bool:
+            return consumer.stats.dead_lettered >= 5 and consumer.stats.applied >= 2
+
+        await eventually(settled)
+        dead = await read_topic(stack.kafka_bootstrap, types.topic + ".dlq", 5)  # type: ignore[attr-defined]
+    assert await applied_count(kit_pool, name) == (2, 2)
+    assert len(dead) == 5
+    assert [r.value for r in dead] == [*poison, encode(cursed)]
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["dlq.source_topic"] == types.topic
+        assert headers["dlq.consumer"] == name
+        assert headers["origin"] == "test"
+        assert headers["dlq.error"]
+        assert int(headers["dlq.source_offset"]) >= 0
+        assert record.key == key
+    reasons = [dict(r.headers)["dlq.reason"] for r in dead]
+    assert reasons == [b"undecodable"] * 4 + [b"handler_failed"]
+    assert "cursed" in dict(dead[-1].headers)["dlq.error"].decode()
+    assert dict(dead[-1].headers)["dlq.attempts"] == b"3"
+
+
+async def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    total = 300
+    for n in range(total):
+        env = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest")
+        await producer.send(types.topic, encode(env), key=env.correlation_id.encode())
+    await producer.flush()
+    group = f"killed-{types.topic}"
+    url = stack.database_url("kit_tests")  # type: ignore[attr-defined]
+    args = [sys.executable, str(WORKER), stack.kafka_bootstrap, url, types.topic, group]  # type: ignore[attr-defined]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+
+    worker = subprocess.Popen([*args, "5"], env=env)
+    try:
+
+        async def some_applied() -> bool:
+            return (await applied_count(kit_pool, group))[0] >= 60
+
+        await eventually(some_applied, timeout=60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        partial, _ = await applied_count(kit_pool, group)
+        assert partial < total, "the worker finished before it could be killed mid-stream"
+
+        worker = subprocess.Popen([*args, "0"], env=env)
+
+        async def all_applied() -> bool:
+            return (await applied_count(kit_pool, group))[1] >= total
+
+        await eventually(all_applied, timeout=90)
+    finally:
+        worker.kill()
+        worker.wait(10)
+    assert await applied_count(kit_pool, group) == (total, total)
