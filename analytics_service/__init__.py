@@ -1,0 +1,1 @@
+"""Real-time sales analytics over the event topics, and the analysts' dashboard."""

@@ -1,0 +1,21 @@
+"""Run analytics_service: `python -m analytics_service`.
+
+Settings come from environment variables prefixed ANALYTICS_ (see settings.py), for example
+ANALYTICS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 and ANALYTICS_DATABASE_URL=postgresql://...
+It serves /health/live, /health/ready and /metrics on ANALYTICS_HTTP_PORT (default 8002).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from analytics_service.app import build
+from analytics_service.settings import Settings
+
+
+def main() -> None:
+    asyncio.run(build(Settings()).serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Products and prices; publishes every change to the compacted catalog topic."""

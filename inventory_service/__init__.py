@@ -1,0 +1,1 @@
+"""Stock and reservations: reserve all lines or none, commit, release, expire."""

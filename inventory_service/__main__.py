@@ -1,0 +1,21 @@
+"""Run inventory_service: `python -m inventory_service`.
+
+Settings come from environment variables prefixed INVENTORY_ (see settings.py), for example
+INVENTORY_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 and INVENTORY_DATABASE_URL=postgresql://...
+It serves /health/live, /health/ready and /metrics on INVENTORY_HTTP_PORT (default 8003).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from inventory_service.app import build
+from inventory_service.settings import Settings
+
+
+def main() -> None:
+    asyncio.run(build(Settings()).serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Payments through a gateway interface: authorize, capture, void, refund."""

@@ -1,0 +1,21 @@
+"""Run payment_service: `python -m payment_service`.
+
+Settings come from environment variables prefixed PAYMENT_ (see settings.py), for example
+PAYMENT_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 and PAYMENT_DATABASE_URL=postgresql://...
+It serves /health/live, /health/ready and /metrics on PAYMENT_HTTP_PORT (default 8004).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from payment_service.app import build
+from payment_service.settings import Settings
+
+
+def main() -> None:
+    asyncio.run(build(Settings()).serve())
+
+
+if __name__ == "__main__":
+    main()
