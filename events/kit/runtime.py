@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,9 @@ class ConsumerSpec:
     handlers: Handlers
 
 
+Background = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
 class ServiceRuntime:
     def __init__(
         self,
@@ -49,12 +52,15 @@ class ServiceRuntime:
         consumers: Sequence[ConsumerSpec] = (),
         app: FastAPI | None = None,
         create_topics: bool = True,
+        background: Sequence[Background] = (),
     ) -> None:
         self.settings = settings
         self.registry = registry
         self._migrations = migrations
         self._consumer_specs = list(consumers)
         self._create_topics = create_topics
+        self._background = list(background)
+        self.stopping = asyncio.Event()
         self.app = app or FastAPI(title=settings.service_name)
         self.app.include_router(
             health_router({"database": self._check_database, "kafka": self._check_kafka})
@@ -121,6 +127,8 @@ class ServiceRuntime:
             await consumer.start()
             self.consumers.append(consumer)
             self._spawn(consumer.run(), f"consumer-{spec.name}")
+        for job in self._background:
+            self._spawn(job(self), getattr(job, "__name__", "background"))
         if http:
             config = uvicorn.Config(
                 self.app,
@@ -147,8 +155,8 @@ class ServiceRuntime:
             log.error("service task crashed", task=task.get_name(), error=repr(exc))
             self._crashed.set()
 
-
     async def stop(self) -> None:
+        self.stopping.set()
         if self._http is not None:
             self._http.should_exit = True
         if self.relay is not None:
@@ -194,3 +202,16 @@ class ServiceRuntime:
 
     async def _check_kafka(self) -> None:
         await self.producer.client.fetch_all_metadata()
+
+
+async def periodically(
+    runtime: ServiceRuntime, interval_s: float, job: Callable[[], Awaitable[object]], name: str
+) -> None:
+    """Run a job every interval until the runtime stops; a failing run is logged, not fatal."""
+    while not runtime.stopping.is_set():
+        try:
+            await job()
+        except Exception as exc:
+            log.warning("periodic job failed", job=name, error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), interval_s)
