@@ -1,0 +1,1 @@
+"""How the platform is run: the `shop` command, the native local stack, the compose file."""

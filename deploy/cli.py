@@ -1,0 +1,164 @@
+"""`shop`: one command for what an operator or developer does with the platform.
+
+Sub-apps are plain Typer apps added to `app` at the bottom of this module; add yours the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deploy.local.common import DEFAULT_DATA_DIR, InfraError, run_sync
+from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
+from deploy.local.postgres import DEFAULT_PORT as PG_PORT
+from deploy.local.stack import SERVICE_DATABASES, LocalStack
+from deploy.local.topics import ensure_topics, list_topics
+from events.kit.settings import LOCAL_KAFKA
+from events.topics import all_topics
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    help="Operate the shop platform.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+infra_app = typer.Typer(help="Local Kafka and PostgreSQL, no Docker needed.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics declared in events/topics.py.", no_args_is_help=True)
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data", envvar="SHOP_DATA_DIR", help="Folder that keeps the Kafka log and the database."
+    ),
+]
+Bootstrap = Annotated[
+    str,
+    typer.Option(
+        "--bootstrap", envvar="SHOP_KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers."
+    ),
+]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _show_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@infra_app.command("up")
+def infra_up(
+    kafka_port: Annotated[int, typer.Option(help="Kafka client port.")] = KAFKA_PORT,
+    kafka_controller_port: Annotated[
+        int | None, typer.Option(help="KRaft controller port [default: Kafka port + 1].")
+    ] = None,
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL port.")] = PG_PORT,
+    data: DataDir = DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120,
+) -> None:
+    """Start Kafka and PostgreSQL (or find them running), then create databases and topics."""
+    stack = LocalStack(data, kafka_port, kafka_controller_port, pg_port)
+    with console.status("starting") as spinner:
+        report = stack.up(timeout=timeout, step=lambda msg: spinner.update(f"{msg}…"))
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Kafka", f"{stack.kafka.bootstrap}  (log {_show_path(stack.kafka.server_log)})")
+    pg = stack.postgres
+    table.add_row("PostgreSQL", f"{pg.admin_url}  (log {_show_path(pg.log_file)})")
+    table.add_row("Databases", ", ".join(SERVICE_DATABASES))
+    created = f"{len(report.created)} created" if report.created else "all present"
+    table.add_row("Topics", f"{len(report.created) + len(report.existing)} declared, {created}")
+    table.add_row("Data", _show_path(data))
+    console.print("[green]infrastructure is up[/green]")
+    console.print(table)
+    console.print("Stop it with [bold]shop infra down[/bold].")
+
+
+@infra_app.command("down")
+def infra_down(data: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Stop Kafka and PostgreSQL; their data stays."""
+    with console.status("stopping…"):
+        stopped = LocalStack(data).down()
+    for name, was_running in stopped.items():
+        console.print(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+
+@infra_app.command("status")
+def infra_status(data: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Show whether Kafka and PostgreSQL run and answer; exit code 1 when one does not."""
+    statuses = LocalStack(data).status()
+    table = Table("service", "pid", "address", "health", "detail")
+    for s in statuses:
+        health = "[green]healthy[/green]" if s.healthy else "[red]unhealthy[/red]"
+        table.add_row(s.name, str(s.pid or "-"), s.address, health, s.detail)
+    console.print(table)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@topics_app.command("create")
+def topics_create(
+    bootstrap: Bootstrap = LOCAL_KAFKA,
+    replication_factor: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Create the declared topics that are missing; existing ones are left alone."""
+    specs = all_topics()
+    report = run_sync(ensure_topics(bootstrap, specs, replication_factor=replication_factor))
+    for name in report.created:
+        console.print(f"[green]created[/green] {name}")
+    console.print(f"{len(report.created)} created, {len(report.existing)} already present")
+
+
+@topics_app.command("list")
+def topics_list(
+    bootstrap: Bootstrap = LOCAL_KAFKA,
+    internal: Annotated[bool, typer.Option(help="Include Kafka's internal topics.")] = False,
+) -> None:
+    """List the topics on the broker, and the declared ones it lacks."""
+    declared = {s.name: s for s in all_topics()}
+    present = run_sync(list_topics(bootstrap, internal=internal))
+    table = Table("topic", "partitions", "declared", "leaders")
+    for t in present:
+        spec = declared.get(t.name)
+        table.add_row(
+            t.name,
+            str(t.partitions),
+            f"{spec.kind}, {_plural(spec.partitions, 'partition')}"
+            if spec
+            else "[yellow]no[/yellow]",
+            "ok" if t.leaders_ready else "[red]missing[/red]",
+        )
+    names = {t.name for t in present}
+    for name in sorted(set(declared) - names):
+        table.add_row(name, "-", "[red]missing on broker[/red]", "-")
+    console.print(table)
+
+
+app.add_typer(infra_app, name="infra")
+app.add_typer(topics_app, name="topics")
+
+
+def main() -> None:
+    try:
+        app()
+    except InfraError as e:
+        first, _, rest = str(e).partition("\n")
+        err_console.print(f"[red]error: {escape(first)}[/red]", soft_wrap=True)
+        if rest:
+            err_console.print(escape(rest), style="dim")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

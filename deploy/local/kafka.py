@@ -1,0 +1,296 @@
+"""A single-node Apache Kafka broker in KRaft mode (broker and controller in one JVM), run from the
+jars that `make kafka-jars` copies into deploy/kafka-libs. Its log survives restarts: storage is
+formatted once and the cluster id is kept beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from deploy.local.common import (
+    DEFAULT_DATA_DIR,
+    REPO_ROOT,
+    InfraError,
+    ServiceStatus,
+    ensure_port_free,
+    file_size,
+    process_matches,
+    read_pid,
+    run_sync,
+    tail,
+    terminate,
+    wait_for,
+)
+
+DEFAULT_PORT = 9092
+DEFAULT_LIBS_DIR = REPO_ROOT / "deploy" / "kafka-libs"
+MAIN_CLASS = "kafka.Kafka"
+NODE_ID = 1
+
+LOG4J2 = """\
+status = warn
+name = shop-kafka
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {logs}/server.log
+appender.file.filePattern = {logs}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 10MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
+"""
+
+
+def new_cluster_id() -> str:
+    """A cluster id in Kafka's own format: a random UUID, base64url without padding."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+async def metadata_ok(bootstrap: str, timeout_ms: int = 3000) -> bool:
+    """A real metadata request: the broker answers and lists its topics."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    except Exception:
+        return False
+    finally:
+        await admin.close()
+
+
+def broker_ready(bootstrap: str) -> bool:
+    host, _, port = bootstrap.rpartition(":")
+    # The TCP check first keeps aiokafka from logging connection errors while the JVM boots.
+    return tcp_open(host, int(port)) and run_sync(metadata_ok(bootstrap))
+
+
+@dataclass
+class KafkaBroker:
+    """One local broker whose files all live under data_dir."""
+
+    data_dir: Path = DEFAULT_DATA_DIR / "kafka"
+    port: int = DEFAULT_PORT
+    controller_port: int | None = None
+    host: str = "127.0.0.1"
+    libs_dir: Path = DEFAULT_LIBS_DIR
+    heap: str = "512m"
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log_start: int = field(default=0, init=False, repr=False)
+
+    @property
+    def cport(self) -> int:
+        return self.controller_port if self.controller_port is not None else self.port + 1
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    @property
+    def console_log(self) -> Path:
+        return self.logs / "console.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "broker.json"
+
+    def config(self) -> dict[str, str]:
+        listeners = f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.cport}"
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(NODE_ID),
+            "controller.quorum.voters": f"{NODE_ID}@{self.host}:{self.cport}",
+            "controller.listener.names": "CONTROLLER",
+            "listeners": listeners,
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.log_dirs),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            # Fewer internal partitions than the default 50: one node, two cores.
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "auto.create.topics.enable": "false",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def running_pid(self) -> int | None:
+        pid = read_pid(self.data_dir / "kafka.pid")
+        if pid is not None and process_matches(pid, str(self.config_file)):
+            return pid
+        return None
+
+    def start(self, timeout: float = 120) -> None:
+        """Start the broker (or find it running) and wait until it answers a metadata request."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Spawn the broker detached from this process; does not wait for it to be ready."""
+        if (pid := self.running_pid()) is not None:
+            running = self._recorded_bootstrap()
+            if running != self.bootstrap:
+                raise InfraError(
+                    f"Kafka from {self.data_dir} is already running on {running} (pid {pid}), "
+                    f"not {self.bootstrap}; stop it first"
+                )
+            return
+        java = shutil.which("java")
+        if java is None:
+            raise InfraError("java is not on PATH: install a JDK 17+ (apt-get install default-jdk)")
+        self._check_jars()
+        ensure_port_free(self.host, self.port, "Kafka")
+        ensure_port_free(self.host, self.cport, "Kafka controller")
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text(LOG4J2.format(logs=self.logs))
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in self.config().items()))
+        classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs_dir}/*"]
+        if not (self.log_dirs / "meta.properties").exists():
+            self._format([java, *classpath])
+
+        self._log_start = file_size(self.server_log)
+        jvm = [f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError"]
+        with self.console_log.open("wb") as out:
+            self._proc = subprocess.Popen(
+                [java, *jvm, *classpath, MAIN_CLASS, str(self.config_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        (self.data_dir / "kafka.pid").write_text(f"{self._proc.pid}\n")
+        self.state_file.write_text(
+            json.dumps({"host": self.host, "port": self.port, "controller_port": self.cport})
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        def ready() -> bool:
+            if self.running_pid() is None:
+                output = tail(self.console_log) or tail(self.server_log, since=self._log_start)
+                raise InfraError(
+                    f"Kafka exited during start (log: {self.server_log}); its last lines:\n{output}"
+                )
+            return broker_ready(self.bootstrap)
+
+        what = f"Kafka answering on {self.bootstrap} (log: {self.server_log})"
+        wait_for(ready, timeout=timeout, what=what)
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Stop the broker: SIGTERM, then SIGKILL after timeout. False if it was not running."""
+        pid = self.running_pid()
+        if pid is not None:
+            terminate(pid, timeout=timeout)
+        if self._proc is not None:
+            self._proc.poll()
+            self._proc = None
+        (self.data_dir / "kafka.pid").unlink(missing_ok=True)
+        return pid is not None
+
+    def status(self) -> ServiceStatus:
+        address = self._recorded_bootstrap()
+        pid = self.running_pid()
+        if pid is None:
+            return ServiceStatus("kafka", address, None, healthy=False, detail="not running")
+        healthy = broker_ready(address)
+        detail = "answers metadata requests" if healthy else "running but not answering"
+        return ServiceStatus("kafka", address, pid, healthy=healthy, detail=detail)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _recorded_bootstrap(self) -> str:
+        try:
+            state = json.loads(self.state_file.read_text())
+            return f"{state['host']}:{state['port']}"
+        except (FileNotFoundError, ValueError, KeyError):
+            return self.bootstrap
+
+    def _check_jars(self) -> None:
+        if any(self.libs_dir.glob("kafka_2.13-*.jar")):
+            return
+        if shutil.which("mvn") is None:
+            raise InfraError(
+                f"Kafka jars are missing from {self.libs_dir} and mvn is not on PATH: "
+                "install Maven (apt-get install maven), then run `make kafka-jars`"
+            )
+        raise InfraError(f"Kafka jars are missing from {self.libs_dir}: run `make kafka-jars`")
+
+    def _format(self, jvm: list[str]) -> None:
+        id_file = self.data_dir / "cluster.id"
+        if not id_file.exists():
+            id_file.write_text(new_cluster_id() + "\n")
+        cluster_id = id_file.read_text().strip()
+        self.log_dirs.mkdir(parents=True, exist_ok=True)
+        cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id]
+        try:
+            done = subprocess.run(
+                [*cmd, "-c", str(self.config_file)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise InfraError("formatting Kafka storage took over 120s") from None
+        if done.returncode != 0:
+            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
+            raise InfraError(f"formatting Kafka storage in {self.log_dirs} failed:\n{output}")
