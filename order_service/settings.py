@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from events.kit.settings import ServiceSettings, local_database_url
@@ -14,3 +14,10 @@ class Settings(ServiceSettings):
     service_name: str = "order"
     database_url: SecretStr = SecretStr(local_database_url("order"))
     http_port: int = 8000
+    db_pool_max: int = 8
+
+    stock_deadline_s: float = Field(default=30.0, gt=0)
+    payment_deadline_s: float = Field(default=30.0, gt=0)
+    confirm_deadline_s: float = Field(default=30.0, gt=0)
+    deadline_scan_ms: int = Field(default=500, ge=10)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)

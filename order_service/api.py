@@ -1,0 +1,324 @@
+"""The ingress HTTP API: place, read, list, cancel and follow orders."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from events.contracts import TERMINAL_STATUSES, OrderStatus, StockLine
+from events.envelope import wrap
+from events.kit import outbox
+from events.kit.db import Conn
+from order_service import domain, handlers, repository
+from order_service.domain import Deadlines
+
+TOKEN = re.compile(r"^tok_[A-Za-z0-9_]{1,64}$")
+PAN_LIKE = re.compile(r"^[\d\s-]{13,23}$")
+SERVICE = "order"
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    quantity: int = Field(ge=1, le=1000, strict=True)
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    customer_id: str = Field(min_length=1, max_length=100)
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")
+    payment_token: str = Field(description="A payment token such as tok_approve; never a card")
+
+    @field_validator("payment_token")
+    @classmethod
+    def token_not_card(cls, value: str) -> str:
+        if PAN_LIKE.match(value) and sum(c.isdigit() for c in value) >= 13:
+            raise ValueError("raw card numbers are refused; send a payment token (tok_...)")
+        if not TOKEN.match(value):
+            raise ValueError("payment_token must be a token like tok_approve")
+        return value
+
+
+class OrderAccepted(BaseModel):
+    order_id: uuid.UUID
+    status: OrderStatus
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str = Field(default="cancelled by customer", max_length=500)
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    return pool
+
+
+def get_deadlines(request: Request) -> Deadlines:
+    deadlines: Deadlines = request.app.state.deadlines
+    return deadlines
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+DeadlinesDep = Annotated[Deadlines, Depends(get_deadlines)]
+
+router = APIRouter(tags=["orders"])
+
+
+def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+
+
+async def _emit(conn: Conn, messages: list[Any]) -> None:
+    await outbox.append(
+        conn,
+        [(m, wrap(m, producer=SERVICE)) for m in messages],
+        channel=outbox.notify_channel(SERVICE),
+    )
+
+
+@router.post("/orders", status_code=202, response_model=OrderAccepted)
+async def create_order(
+    body: OrderIn,
+    pool: PoolDep,
+    deadlines: DeadlinesDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Place an order; it is priced from the catalog and driven to a final status by the saga."""
+    request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    async with pool.acquire() as conn, conn.transaction():
+        if idempotency_key is not None:
+            if not await conn.fetchval(
+                repository.LOCK_IDEMPOTENCY_KEY, body.customer_id, idempotency_key
+            ):
+                return _problem(409, "a request with this Idempotency-Key is in progress")
+            seen = await conn.fetchrow(
+                repository.SELECT_IDEMPOTENCY_KEY, body.customer_id, idempotency_key
+            )
+            if seen is not None:
+                if seen["request_hash"] != request_hash:
+                    return _problem(
+                        422, "this Idempotency-Key was used with a different request body"
+                    )
+                stored = orjson.loads(seen["response"])
+                return JSONResponse(
+                    stored["body"],
+                    status_code=seen["status_code"],
+                    headers={"Location": stored["location"], "Idempotent-Replayed": "true"},
+                )
+        try:
+            order, messages = await handlers.place_order(
+                conn,
+                customer_id=body.customer_id,
+                lines=[StockLine(sku=ln.sku, quantity=ln.quantity) for ln in body.lines],
+                currency=body.currency,
+                payment_token=body.payment_token,
+                deadlines=deadlines,
+                now=datetime.now(UTC),
+            )
+        except domain.OrderRequestError as exc:
+            return _problem(422, str(exc))
+        await _emit(conn, messages)
+        payload = {"order_id": str(order.order_id), "status": order.status.value}
+        location = f"/orders/{order.order_id}"
+        if idempotency_key is not None:
+            await conn.execute(
+                repository.INSERT_IDEMPOTENCY_KEY,
+                body.customer_id,
+                idempotency_key,
+                request_hash,
+                202,
+                orjson.dumps({"body": payload, "location": location}).decode(),
+            )
+    return JSONResponse(payload, status_code=202, headers={"Location": location})
+
+
+def _order_view(row: Any, timeline: list[Any]) -> dict[str, Any]:
+    return {
+        "order_id": str(row["order_id"]),
+        "customer_id": row["customer_id"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "refunded": row["refunded"],
+        "lines": orjson.loads(row["lines"]),
+        "total": {"amount": row["total_amount"], "currency": row["currency"]},
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "timeline": [
+            {"status": t["status"], "note": t["note"], "at": t["at"].isoformat()} for t in timeline
+        ],
+    }
+
+
+@router.get("/orders/{order_id}")
+async def get_order(order_id: uuid.UUID, pool: PoolDep) -> JSONResponse:
+    """An order's status, lines, total and the timeline of its saga steps."""
+    async with pool.acquire() as conn:
+        row = await repository.get_order_row(conn, order_id)
+        if row is None:
+            return _problem(404, f"no order {order_id}")
+        steps = await repository.timeline(conn, order_id)
+    return JSONResponse(_order_view(row, steps))
+
+
+@router.get("/orders")
+async def list_orders(
+    pool: PoolDep,
+    customer_id: Annotated[str, Query(min_length=1, max_length=100)],
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    """A customer's orders, newest first, paginated."""
+    async with pool.acquire() as conn:
+        rows = await repository.customer_orders(
+            conn, customer_id, page_size, (page - 1) * page_size
+        )
+    return {
+        "page": page,
+        "page_size": page_size,
+        "total": rows[0]["total"] if rows else 0,
+        "items": [
+            {
+                "order_id": str(r["order_id"]),
+                "status": r["status"],
+                "reason": r["reason"],
+                "total": {"amount": r["total_amount"], "currency": r["currency"]},
+                "created_at": r["created_at"].isoformat(),
+            }
+            for r in rows
+        ],
+    }
+
+
+@router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderAccepted)
+async def cancel(order_id: uuid.UUID, pool: PoolDep, body: CancelIn | None = None) -> JSONResponse:
+    """Cancel an order: before confirmation stock is released, after it the payment is refunded."""
+    reason = body.reason if body else "cancelled by customer"
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            result = await handlers.cancel_order(conn, order_id, reason, datetime.now(UTC))
+        except domain.CannotCancel as exc:
+            return _problem(409, str(exc))
+        if result is None:
+            return _problem(404, f"no order {order_id}")
+        order, messages = result
+        await _emit(conn, messages)
+    return JSONResponse({"order_id": str(order.order_id), "status": order.status.value}, 202)
+
+
+@router.get("/orders/{order_id}/events")
+async def order_events(
+    order_id: uuid.UUID,
+    pool: PoolDep,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+) -> Any:
+    """Server-sent events of the order's status changes; resumable with Last-Event-ID."""
+    async with pool.acquire() as conn:
+        if await repository.get_order_row(conn, order_id) is None:
+            return _problem(404, f"no order {order_id}")
+
+    async def stream() -> AsyncIterator[bytes]:
+        after = last_event_id or 0
+        idle = 0
+        while True:
+            async with pool.acquire() as conn:
+                steps = await repository.timeline(conn, order_id, after)
+            for step in steps:
+                after = step["id"]
+                data = {
+                    "status": step["status"],
+                    "note": step["note"],
+                    "at": step["at"].isoformat(),
+                }
+                payload = orjson.dumps(data).decode()
+                yield f"id: {after}\nevent: status\ndata: {payload}\n\n".encode()
+                if step["status"] in TERMINAL_STATUSES and step is steps[-1]:
+                    return
+            idle = 0 if steps else idle + 1
+            if idle and idle % 50 == 0:
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(0.2)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+class BodyLimit:
+    """Refuse request bodies over a limit with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.max_bytes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with what is wrong and where, never echoing the input (it may hold a card number)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def install(app: FastAPI, deadlines: Deadlines, max_body_bytes: int) -> None:
+    app.state.deadlines = deadlines
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

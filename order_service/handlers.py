@@ -1,0 +1,207 @@
+"""The saga's handlers: each loads the order under a row lock, asks the domain what follows, saves.
+
+Replies for unknown orders are logged and dropped; late and duplicate replies are answered by the
+domain (usually with nothing, or with the compensation they need).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from events.contracts import (
+    OrderPlaced,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentOperationFailed,
+    PaymentRefunded,
+    PaymentVoided,
+    PricedLine,
+    ProductUpserted,
+    ReservationCommitted,
+    ReservationExpired,
+    ReservationReleased,
+    ReserveStock,
+    StockLine,
+    StockRejected,
+    StockReserved,
+)
+from events.kit.db import Conn
+from events.kit.inbox import HandlerContext, Handlers
+from events.kit.logging import get_logger
+from events.messages import Message, Money
+from order_service import domain, repository
+from order_service.domain import Deadlines, Decision, Order
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def apply_decision(conn: Conn, before: Order, decision: Decision) -> list[Message]:
+    """Persist what the domain decided and return the messages to send."""
+    after = decision.order
+    if after is not None:
+        await repository.save_order(conn, after)
+    if decision.note or (after is not None and after.status != before.status):
+        status = after.status if after is not None else before.status
+        await repository.add_timeline(conn, before.order_id, status, decision.note)
+    return decision.messages
+
+
+async def _step(
+    ctx: HandlerContext, order_id: uuid.UUID, decide: Callable[[Order], Decision]
+) -> list[Message]:
+    order = await repository.lock_order(ctx.conn, order_id)
+    if order is None:
+        log.warning("reply for an unknown order dropped", order_id=str(order_id))
+        return []
+    return await apply_decision(ctx.conn, order, decide(order))
+
+
+async def place_order(
+    conn: Conn,
+    *,
+    customer_id: str,
+    lines: list[StockLine],
+    currency: str,
+    payment_token: str,
+    deadlines: Deadlines,
+    now: datetime,
+) -> tuple[Order, list[Message]]:
+    """Price the order from the local catalog view, save it PENDING and ask for the stock."""
+    rows = await repository.products(conn, sorted({ln.sku for ln in lines}))
+    catalog = {
+        sku: domain.CatalogItem(
+            sku, Money(amount=r["price_amount"], currency=r["currency"]), r["active"]
+        )
+        for sku, r in rows.items()
+    }
+    priced, total = domain.price_lines(lines, catalog, currency)
+    order = domain.new_order(uuid.uuid4(), customer_id, lines, total, payment_token, now, deadlines)
+    await repository.insert_order(conn, order, priced)
+    placed = OrderPlaced(
+        order_id=order.order_id,
+        customer_id=customer_id,
+        lines=tuple(
+            PricedLine(
+                sku=str(p["sku"]),
+                quantity=int(str(p["quantity"])),
+                unit_price=Money(amount=int(str(p["unit_price"])), currency=currency),
+            )
+            for p in priced
+        ),
+        total=total,
+        placed_at=now,
+    )
+    return order, [placed, ReserveStock(order_id=order.order_id, lines=tuple(lines))]
+
+
+async def cancel_order(
+    conn: Conn, order_id: uuid.UUID, reason: str, now: datetime
+) -> tuple[Order, list[Message]] | None:
+    """A customer's cancel; raises domain.CannotCancel when the order already ended unsold."""
+    order = await repository.lock_order(conn, order_id)
+    if order is None:
+        return None
+    decision = domain.cancel(order, reason, now)
+    messages = await apply_decision(conn, order, decision)
+    assert decision.order is not None
+    return decision.order, messages
+
+
+async def expire_overdue(conn: Conn, now: datetime, limit: int = 200) -> list[Message]:
+    """Cancel and compensate the orders whose current step missed its deadline."""
+    messages: list[Message] = []
+    for order in await repository.overdue_orders(conn, now, limit):
+        messages += await apply_decision(conn, order, domain.on_deadline(order, now))
+    return messages
+
+
+def saga_handlers(deadlines: Deadlines, clock: Clock = utcnow) -> Handlers:
+    """The saga's reaction to each inventory and payment event."""
+
+    async def stock_reserved(msg: StockReserved, ctx: HandlerContext) -> list[Message]:
+        return await _step(
+            ctx, msg.order_id, lambda o: domain.on_stock_reserved(o, clock(), deadlines)
+        )
+
+    async def stock_rejected(msg: StockRejected, ctx: HandlerContext) -> list[Message]:
+        return await _step(
+            ctx, msg.order_id, lambda o: domain.on_stock_rejected(o, msg.reason, msg.shortages)
+        )
+
+    async def payment_authorized(msg: PaymentAuthorized, ctx: HandlerContext) -> list[Message]:
+        return await _step(
+            ctx, msg.order_id, lambda o: domain.on_payment_authorized(o, clock(), deadlines)
+        )
+
+    async def payment_declined(msg: PaymentDeclined, ctx: HandlerContext) -> list[Message]:
+        return await _step(
+            ctx,
+            msg.order_id,
+            lambda o: domain.on_payment_declined(o, msg.code, msg.reason, clock()),
+        )
+
+    async def reservation_committed(
+        msg: ReservationCommitted, ctx: HandlerContext
+    ) -> list[Message]:
+        return await _step(
+            ctx, msg.order_id, lambda o: domain.on_reservation_committed(o, clock(), deadlines)
+        )
+
+    async def reservation_expired(msg: ReservationExpired, ctx: HandlerContext) -> list[Message]:
+        return await _step(
+            ctx,
+            msg.order_id,
+            lambda o: domain.on_reservation_lost(o, "reservation expired", clock()),
+        )
+
+    async def reservation_released(msg: ReservationReleased, ctx: HandlerContext) -> list[Message]:
+        why = f"reservation released: {msg.reason}"
+        return await _step(ctx, msg.order_id, lambda o: domain.on_reservation_lost(o, why, clock()))
+
+    async def payment_captured(msg: PaymentCaptured, ctx: HandlerContext) -> list[Message]:
+        return await _step(ctx, msg.order_id, lambda o: domain.on_payment_captured(o, clock()))
+
+    async def payment_failed(msg: PaymentOperationFailed, ctx: HandlerContext) -> list[Message]:
+        if msg.operation != "capture":
+            note = f"payment {msg.operation} failed: {msg.reason}"
+            return await _step(ctx, msg.order_id, lambda o: Decision(None, [], note))
+        return await _step(
+            ctx, msg.order_id, lambda o: domain.on_capture_failed(o, msg.reason, clock())
+        )
+
+    async def payment_refunded(msg: PaymentRefunded, ctx: HandlerContext) -> list[Message]:
+        return await _step(ctx, msg.order_id, domain.on_payment_refunded)
+
+    async def payment_voided(msg: PaymentVoided, ctx: HandlerContext) -> list[Message]:
+        return await _step(ctx, msg.order_id, lambda o: Decision(None, [], "payment voided"))
+
+    return {
+        StockReserved: stock_reserved,
+        StockRejected: stock_rejected,
+        PaymentAuthorized: payment_authorized,
+        PaymentDeclined: payment_declined,
+        ReservationCommitted: reservation_committed,
+        ReservationExpired: reservation_expired,
+        ReservationReleased: reservation_released,
+        PaymentCaptured: payment_captured,
+        PaymentOperationFailed: payment_failed,
+        PaymentRefunded: payment_refunded,
+        PaymentVoided: payment_voided,
+    }
+
+
+async def product_upserted(msg: ProductUpserted, ctx: HandlerContext) -> None:
+    """Keep the local catalog view that prices orders."""
+    await repository.upsert_product(ctx.conn, msg)
+
+
+CATALOG_HANDLERS: Handlers = {ProductUpserted: product_upserted}

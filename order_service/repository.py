@@ -1,0 +1,151 @@
+"""SQL of the order service: orders, their timeline, the local catalog view, idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from events.contracts import OrderStatus, ProductUpserted, StockLine
+from events.kit.db import Conn
+from events.messages import Money
+from order_service.domain import Order
+
+UPSERT_PRODUCT = """
+INSERT INTO catalog_view (sku, name, category, price_amount, currency, active, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (sku) DO UPDATE SET
+    name = EXCLUDED.name, category = EXCLUDED.category, price_amount = EXCLUDED.price_amount,
+    currency = EXCLUDED.currency, active = EXCLUDED.active, updated_at = EXCLUDED.updated_at
+WHERE catalog_view.updated_at <= EXCLUDED.updated_at
+"""
+SELECT_PRODUCTS = """
+SELECT sku, name, category, price_amount, currency, active
+FROM catalog_view WHERE sku = ANY($1::text[])
+"""
+INSERT_ORDER = """
+INSERT INTO orders
+    (order_id, customer_id, status, lines, total_amount, currency, payment_token, deadline)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+"""
+SELECT_ORDER_FOR_UPDATE = "SELECT * FROM orders WHERE order_id = $1 FOR UPDATE"
+SELECT_ORDER = "SELECT * FROM orders WHERE order_id = $1"
+UPDATE_ORDER = """
+UPDATE orders SET status = $2, stock_committed = $3, payment_captured = $4, refunded = $5,
+    reason = $6, deadline = $7, updated_at = now()
+WHERE order_id = $1
+"""
+INSERT_TIMELINE = "INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $2, $3)"
+SELECT_TIMELINE = """
+SELECT id, status, note, at FROM order_timeline WHERE order_id = $1 AND id > $2 ORDER BY id
+"""
+SELECT_CUSTOMER_ORDERS = """
+SELECT order_id, status, total_amount, currency, reason, created_at, updated_at,
+    count(*) OVER () AS total
+FROM orders WHERE customer_id = $1 ORDER BY created_at DESC, order_id LIMIT $2 OFFSET $3
+"""
+SELECT_OVERDUE = """
+SELECT * FROM orders WHERE deadline < $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+LOCK_IDEMPOTENCY_KEY = (
+    "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7340003))"
+)
+SELECT_IDEMPOTENCY_KEY = """
+SELECT request_hash, status_code, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2
+"""
+INSERT_IDEMPOTENCY_KEY = """
+INSERT INTO idempotency_keys (customer_id, key, request_hash, status_code, response)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+"""
+
+
+async def upsert_product(conn: Conn, p: ProductUpserted) -> None:
+    await conn.execute(
+        UPSERT_PRODUCT,
+        p.sku,
+        p.name,
+        p.category,
+        p.price.amount,
+        p.price.currency,
+        p.active,
+        p.updated_at,
+    )
+
+
+async def products(conn: Conn, skus: list[str]) -> dict[str, Any]:
+    return {r["sku"]: r for r in await conn.fetch(SELECT_PRODUCTS, skus)}
+
+
+def _order(row: Any) -> Order:
+    return Order(
+        order_id=row["order_id"],
+        customer_id=row["customer_id"],
+        status=OrderStatus(row["status"]),
+        lines=tuple(
+            StockLine(sku=ln["sku"], quantity=ln["quantity"]) for ln in orjson.loads(row["lines"])
+        ),
+        total=Money(amount=row["total_amount"], currency=row["currency"]),
+        payment_token=row["payment_token"],
+        stock_committed=row["stock_committed"],
+        payment_captured=row["payment_captured"],
+        refunded=row["refunded"],
+        reason=row["reason"],
+        deadline=row["deadline"],
+    )
+
+
+async def insert_order(conn: Conn, order: Order, priced_lines: list[dict[str, Any]]) -> None:
+    await conn.execute(
+        INSERT_ORDER,
+        order.order_id,
+        order.customer_id,
+        order.status.value,
+        orjson.dumps(priced_lines).decode(),
+        order.total.amount,
+        order.total.currency,
+        order.payment_token,
+        order.deadline,
+    )
+    await add_timeline(conn, order.order_id, order.status, "order placed")
+
+
+async def lock_order(conn: Conn, order_id: uuid.UUID) -> Order | None:
+    row = await conn.fetchrow(SELECT_ORDER_FOR_UPDATE, order_id)
+    return _order(row) if row else None
+
+
+async def get_order_row(conn: Conn, order_id: uuid.UUID) -> Any:
+    return await conn.fetchrow(SELECT_ORDER, order_id)
+
+
+async def save_order(conn: Conn, order: Order) -> None:
+    await conn.execute(
+        UPDATE_ORDER,
+        order.order_id,
+        order.status.value,
+        order.stock_committed,
+        order.payment_captured,
+        order.refunded,
+        order.reason,
+        order.deadline,
+    )
+
+
+async def add_timeline(
+    conn: Conn, order_id: uuid.UUID, status: OrderStatus, note: str | None
+) -> None:
+    await conn.execute(INSERT_TIMELINE, order_id, status.value, note)
+
+
+async def timeline(conn: Conn, order_id: uuid.UUID, after_id: int = 0) -> list[Any]:
+    return list(await conn.fetch(SELECT_TIMELINE, order_id, after_id))
+
+
+async def customer_orders(conn: Conn, customer_id: str, limit: int, offset: int) -> list[Any]:
+    return list(await conn.fetch(SELECT_CUSTOMER_ORDERS, customer_id, limit, offset))
+
+
+async def overdue_orders(conn: Conn, now: datetime, limit: int) -> list[Order]:
+    return [_order(r) for r in await conn.fetch(SELECT_OVERDUE, now, limit)]
