@@ -1,0 +1,64 @@
+# The common verbs. Everything installs itself on first use: `make test` on a fresh clone works.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_LIBS := deploy/kafka-libs
+PACKAGES := events deploy order_service inventory_service payment_service catalog_service \
+	analytics_service
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-jars test lint run infra-up infra-down clean distclean
+
+help:
+	@echo "make run         start Kafka and PostgreSQL locally (data in .var/)"
+	@echo "make test        run the whole test suite (starts its own stack on test ports)"
+	@echo "make lint        ruff check, ruff format --check, mypy --strict"
+	@echo "make infra-up / infra-down   start / stop the local stack"
+	@echo "make install     create .venv and fetch the Kafka jars"
+	@echo "make clean       remove caches; make distclean also .venv, jars and .var data"
+
+# The venv is rebuilt when the lock file or the package metadata change.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(KAFKA_LIBS)/.fetched: deploy/pom.xml
+	@command -v mvn >/dev/null || { echo "mvn is not on PATH: install Maven (apt-get install maven)"; exit 1; }
+	rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f deploy/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	touch $@
+
+kafka-jars: $(KAFKA_LIBS)/.fetched
+
+install: $(VENV)/.installed kafka-jars
+
+test: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict $(PACKAGES) tests
+
+# Starts the platform's infrastructure; once `shop run` exists it starts the services too.
+run: install
+	@if $(BIN)/shop run --help >/dev/null 2>&1; then $(BIN)/shop run; else $(BIN)/shop infra up; fi
+
+infra-up: install
+	$(BIN)/shop infra up
+
+infra-down: $(VENV)/.installed
+	$(BIN)/shop infra down
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also stops the local stack and deletes its data.
+distclean: clean
+	-[ -x $(BIN)/shop ] && $(BIN)/shop infra down
+	rm -rf $(VENV) $(KAFKA_LIBS) .var
