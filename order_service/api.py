@@ -167,6 +167,25 @@ def _order_view(row: Any, timeline: list[Any]) -> dict[str, Any]:
     }
 
 
+@router.get("/catalog/{sku}", tags=["catalog view"])
+async def catalog_item(sku: str, pool: PoolDep) -> JSONResponse:
+    """This service's own view of a product, as it prices orders from it."""
+    async with pool.acquire() as conn:
+        rows = await repository.products(conn, [sku])
+    row = rows.get(sku)
+    if row is None:
+        return _problem(404, f"no product {sku} in the order service's catalog view")
+    return JSONResponse(
+        {
+            "sku": sku,
+            "name": row["name"],
+            "category": row["category"],
+            "price": {"amount": row["price_amount"], "currency": row["currency"]},
+            "active": row["active"],
+        }
+    )
+
+
 @router.get("/orders/{order_id}")
 async def get_order(order_id: uuid.UUID, pool: PoolDep) -> JSONResponse:
     """An order's status, lines, total and the timeline of its saga steps."""

@@ -111,7 +111,7 @@ class ServiceRuntime:
         self._spawn(self.relay.run(), "outbox-relay")
         for spec in self._consumer_specs:
             consumer = InboxConsumer(
-                name=spec.name,
+                name=s.consumer_group_prefix + spec.name,
                 topics=spec.topics,
                 handlers=spec.handlers,
                 registry=self.registry,

@@ -27,6 +27,7 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool = True
+    consumer_group_prefix: str = ""
 
     consumer_batch_max: int = Field(default=500, ge=1)
     consumer_poll_ms: int = Field(default=200, ge=1)

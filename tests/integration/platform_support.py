@@ -1,0 +1,67 @@
+"""The whole platform as separate processes on the test stack, and helpers to drive it over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from deploy.local.services import SERVICES, ServiceSupervisor
+
+TERMINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def e2e_env(prefix: str) -> dict[str, str]:
+    env = {
+        "ORDER_STOCK_DEADLINE_S": "20",
+        "ORDER_PAYMENT_DEADLINE_S": "20",
+        "ORDER_CONFIRM_DEADLINE_S": "20",
+        "INVENTORY_RESERVATION_TTL_S": "8",
+        "INVENTORY_EXPIRY_SCAN_MS": "200",
+        "PAYMENT_GATEWAY_TIMEOUT_MS": "500",
+    }
+    for svc in SERVICES:
+        env[f"{svc.prefix}CONSUMER_GROUP_PREFIX"] = prefix
+        env[f"{svc.prefix}LOG_LEVEL"] = "INFO"
+    return env
+
+
+@contextmanager
+def running_platform(stack: Any, data_dir: Path) -> Iterator[ServiceSupervisor]:
+    run = uuid.uuid4().hex[:8]
+    supervisor = ServiceSupervisor(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=lambda name: stack.database_url(f"e2e_{run}_{name}"),
+        data_dir=data_dir,
+        ports={svc.package: free_port() for svc in SERVICES},
+        env=e2e_env(f"e2e-{run}-"),
+    )
+    try:
+        supervisor.start_all(timeout=120)
+        yield supervisor
+    finally:
+        supervisor.stop_all()
+
+
+async def wait_until(condition: Any, *, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll an async condition until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await condition()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
