@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from events.kit.settings import ServiceSettings, local_database_url
@@ -14,3 +14,12 @@ class Settings(ServiceSettings):
     service_name: str = "payment"
     database_url: SecretStr = SecretStr(local_database_url("payment"))
     http_port: int = 8004
+
+    # The simulated gateway: its latency, how often it fails transiently, when we stop waiting.
+    gateway_latency_ms: int = Field(default=0, ge=0)
+    gateway_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    gateway_timeout_ms: int = Field(default=2000, ge=1)
+    gateway_seed: int | None = None
+    # Transient gateway failures are retried inside the handler this many times in all.
+    gateway_max_attempts: int = Field(default=3, ge=1)
+    gateway_retry_backoff_ms: int = Field(default=50, ge=0)
