@@ -5,6 +5,7 @@ Sub-apps are plain Typer apps added to `app` at the bottom of this module; add y
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -150,6 +151,8 @@ app.add_typer(topics_app, name="topics")
 
 
 def main() -> None:
+    # Failures reach the user as one InfraError line; aiokafka's own connection logs are noise.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         app()
     except InfraError as e:

@@ -57,57 +57,73 @@ class Stack:
 def start_stack(env: Mapping[str, str] = os.environ) -> Iterator[Stack]:
     """Provide Kafka and PostgreSQL for one test session and clean up after it."""
     with contextlib.ExitStack() as resources:
-        use_docker = _docker_available() if not _all_explicit(env) else False
-        native_dir: Path | None = None
-
-        def native_data() -> Path:
-            nonlocal native_dir
-            if native_dir is None:
-                native_dir = _fresh_native_dir(env)
-                resources.callback(shutil.rmtree, native_dir, ignore_errors=True)
-            return native_dir
-
-        sources: dict[str, str] = {}
-        kafka_ready: Callable[[], None]
-        if bootstrap := env.get("SHOP_TEST_KAFKA_BOOTSTRAP"):
-            sources["kafka"] = "settings"
-            kafka_ready = _broker_answers(bootstrap)
-        elif use_docker:
-            bootstrap = resources.enter_context(_docker_kafka())
-            sources["kafka"] = "docker"
-            kafka_ready = _broker_answers(bootstrap)
-        else:
-            broker = KafkaBroker(
-                data_dir=native_data() / "kafka",
-                port=int(env.get("SHOP_TEST_KAFKA_PORT", DEFAULT_KAFKA_PORT)),
-                controller_port=int(
-                    env.get("SHOP_TEST_KAFKA_CONTROLLER_PORT", DEFAULT_KAFKA_CONTROLLER_PORT)
-                ),
-            )
-            resources.callback(broker.stop)
-            broker.launch()
-            bootstrap = broker.bootstrap
-            sources["kafka"] = "native"
-            kafka_ready = broker.wait_ready
-
-        if admin_url := env.get("SHOP_TEST_DATABASE_URL"):
-            sources["postgres"] = "settings"
-        elif use_docker:
-            admin_url = resources.enter_context(_docker_postgres())
-            sources["postgres"] = "docker"
-        else:
-            pg = LocalPostgres(
-                data_dir=native_data() / "postgres",
-                port=int(env.get("SHOP_TEST_PG_PORT", DEFAULT_PG_PORT)),
-            )
-            resources.callback(pg.stop)
-            pg.start()
-            admin_url = pg.admin_url
-            sources["postgres"] = "native"
-
+        explicit = env.get("SHOP_TEST_KAFKA_BOOTSTRAP") and env.get("SHOP_TEST_DATABASE_URL")
+        native = _NativeFolder(env, resources)
+        use_docker = not explicit and _docker_available()
+        bootstrap, kafka_source, kafka_ready = _kafka(env, use_docker, native, resources)
+        admin_url, pg_source = _postgres(env, use_docker, native, resources)
         kafka_ready()
         run_sync(ensure_topics(bootstrap, all_topics()))
-        yield Stack(kafka_bootstrap=bootstrap, admin_url=admin_url, sources=sources)
+        yield Stack(bootstrap, admin_url, {"kafka": kafka_source, "postgres": pg_source})
+
+
+class _NativeFolder:
+    """The native stack's folder, made (fresh) only when something native is started."""
+
+    def __init__(self, env: Mapping[str, str], resources: contextlib.ExitStack) -> None:
+        self._env = env
+        self._resources = resources
+        self._path: Path | None = None
+
+    def __truediv__(self, name: str) -> Path:
+        if self._path is None:
+            self._path = _fresh_native_dir(self._env)
+            self._resources.callback(shutil.rmtree, self._path, ignore_errors=True)
+        return self._path / name
+
+
+def _kafka(
+    env: Mapping[str, str],
+    use_docker: bool,
+    native: _NativeFolder,
+    resources: contextlib.ExitStack,
+) -> tuple[str, str, Callable[[], None]]:
+    """Bootstrap address, where it comes from, and how to wait until it answers."""
+    if bootstrap := env.get("SHOP_TEST_KAFKA_BOOTSTRAP"):
+        return bootstrap, "settings", _broker_answers(bootstrap)
+    if use_docker:
+        bootstrap = resources.enter_context(_docker_kafka())
+        return bootstrap, "docker", _broker_answers(bootstrap)
+    broker = KafkaBroker(
+        data_dir=native / "kafka",
+        port=int(env.get("SHOP_TEST_KAFKA_PORT", DEFAULT_KAFKA_PORT)),
+        controller_port=int(
+            env.get("SHOP_TEST_KAFKA_CONTROLLER_PORT", DEFAULT_KAFKA_CONTROLLER_PORT)
+        ),
+    )
+    resources.callback(broker.stop)
+    broker.launch()  # PostgreSQL starts while the JVM boots
+    return broker.bootstrap, "native", broker.wait_ready
+
+
+def _postgres(
+    env: Mapping[str, str],
+    use_docker: bool,
+    native: _NativeFolder,
+    resources: contextlib.ExitStack,
+) -> tuple[str, str]:
+    """Server URL (of its `postgres` database) and where it comes from."""
+    if admin_url := env.get("SHOP_TEST_DATABASE_URL"):
+        return admin_url, "settings"
+    if use_docker:
+        return resources.enter_context(_docker_postgres()), "docker"
+    pg = LocalPostgres(
+        data_dir=native / "postgres",
+        port=int(env.get("SHOP_TEST_PG_PORT", DEFAULT_PG_PORT)),
+    )
+    resources.callback(pg.stop)
+    pg.start()
+    return pg.admin_url, "native"
 
 
 def _broker_answers(bootstrap: str) -> Callable[[], None]:
@@ -115,10 +131,6 @@ def _broker_answers(bootstrap: str) -> Callable[[], None]:
         wait_for(lambda: broker_ready(bootstrap), timeout=120, what=f"Kafka at {bootstrap}")
 
     return wait
-
-
-def _all_explicit(env: Mapping[str, str]) -> bool:
-    return bool(env.get("SHOP_TEST_KAFKA_BOOTSTRAP") and env.get("SHOP_TEST_DATABASE_URL"))
 
 
 def _fresh_native_dir(env: Mapping[str, str]) -> Path:

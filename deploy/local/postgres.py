@@ -6,6 +6,7 @@ PostgreSQL refuses to run as root, so as root the cluster belongs to a system us
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -136,6 +137,10 @@ class LocalPostgres:
         return self.data_dir / "postgres.log"
 
     @property
+    def state_file(self) -> Path:
+        return self.data_dir / "server.json"
+
+    @property
     def admin_url(self) -> str:
         return self.database_url("postgres")
 
@@ -159,6 +164,7 @@ class LocalPostgres:
                     f"PostgreSQL from {self.pgdata} is already running on port {port} "
                     f"(pid {pid}), not {self.port}; stop it first"
                 )
+            self._record_port()
             return
         ensure_port_free(self.host, self.port, "PostgreSQL")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +185,7 @@ class LocalPostgres:
             )
         if not run_sync(server_ok(self.admin_url)):
             raise InfraError(f"PostgreSQL started but does not answer on {self.host}:{self.port}")
+        self._record_port()
 
     def stop(self, timeout: float = 30) -> bool:
         """Fast shutdown through pg_ctl; SIGKILL if it has not stopped by the deadline."""
@@ -193,7 +200,7 @@ class LocalPostgres:
 
     def status(self) -> ServiceStatus:
         pid = self.running_pid()
-        port = self._running_port() if pid is not None else self.port
+        port = self._running_port() if pid is not None else self._recorded_port()
         address = f"{self.host}:{port}"
         if pid is None:
             return ServiceStatus("postgres", address, None, healthy=False, detail="not running")
@@ -210,6 +217,15 @@ class LocalPostgres:
         try:
             return int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
         except (FileNotFoundError, IndexError, ValueError):
+            return self._recorded_port()
+
+    def _record_port(self) -> None:
+        self.state_file.write_text(json.dumps({"host": self.host, "port": self.port}))
+
+    def _recorded_port(self) -> int:
+        try:
+            return int(json.loads(self.state_file.read_text())["port"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             return self.port
 
     def _system_user(self) -> pwd.struct_passwd | None:
