@@ -1,0 +1,166 @@
+"""One handler per payment command; each runs inside the consumer batch's transaction.
+
+Every handler locks the order, then looks its idempotency key up in the ledger: a key already
+recorded is answered with its recorded outcome and the gateway is not called. Otherwise the gateway
+is called with the same key, so a crash after the gateway acted but before our commit is covered
+by the gateway's own idempotency when the command is redelivered.
+
+When the gateway keeps failing (transient errors past the retries, or a timeout):
+- AuthorizePayment answers PaymentDeclined (code gateway_error or gateway_timeout), recorded, so the
+  saga always gets an answer and can cancel the order (voiding defensively).
+- Capture, void and refund raise instead. They move money the saga has already committed to, and a
+  "failed" answer while the gateway may have acted could leave a stray charge or a lost refund. The
+  kit retries the command and then dead-letters it to payment.commands.dlq for redrive; retrying is
+  always safe because the idempotency key is reused. The saga's own deadlines still end the order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.contracts import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from events.kit.inbox import HandlerContext
+from events.kit.logging import get_logger
+from events.messages import Message
+from payment_service import domain, repository
+from payment_service.domain import MovementKind, Operation, Payment
+from payment_service.gateway import (
+    GatewayError,
+    GatewayResult,
+    GatewayTimeout,
+    PaymentGateway,
+    RetryPolicy,
+    with_retries,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the handlers need besides the transaction: the gateway and how to retry it."""
+
+    gateway: PaymentGateway
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+async def authorize_payment(
+    cmd: AuthorizePayment, ctx: HandlerContext, deps: Deps
+) -> list[Message]:
+    """Authorize the order's amount on its token; one gateway authorization per idempotency key."""
+    await repository.lock_order(ctx.conn, cmd.order_id)
+    recorded = await repository.movement_by_key(ctx.conn, cmd.idempotency_key)
+    if recorded is not None:
+        return [domain.replay(recorded, Operation.AUTHORIZE, cmd.order_id)]
+    answer = domain.check_authorize(await repository.load_payment(ctx.conn, cmd.order_id), cmd)
+    if answer is not None:
+        return [answer]
+    result = await _authorize_at_gateway(cmd, deps)
+    if result.approved:
+        payment, movement = domain.authorized(cmd, result.reference or "")
+    else:
+        payment, movement = domain.declined(cmd, result.code or "declined")
+    await repository.record(ctx.conn, payment, movement)
+    log.info(
+        "payment authorized" if result.approved else "payment declined",
+        order_id=str(cmd.order_id),
+        token=payment.token_hint,
+        code=movement.code,
+    )
+    return [domain.reply_for(movement)]
+
+
+async def _authorize_at_gateway(cmd: AuthorizePayment, deps: Deps) -> GatewayResult:
+    def call() -> Awaitable[GatewayResult]:
+        return deps.gateway.authorize(cmd.payment_token, cmd.amount, cmd.idempotency_key)
+
+    try:
+        return await with_retries(call, deps.retry)
+    except GatewayTimeout:
+        return GatewayResult(approved=False, code="gateway_timeout")
+    except GatewayError as exc:
+        log.warning("gateway failed past its retries", order_id=str(cmd.order_id), error=str(exc))
+        return GatewayResult(approved=False, code="gateway_error")
+
+
+async def capture_payment(cmd: CapturePayment, ctx: HandlerContext, deps: Deps) -> list[Message]:
+    """Capture an authorized payment in full."""
+    return await _settle(
+        ctx,
+        deps,
+        cmd.order_id,
+        cmd.idempotency_key,
+        Operation.CAPTURE,
+        lambda payment: domain.check_capture(payment, cmd),
+        lambda auth: deps.gateway.capture(auth, cmd.amount, cmd.idempotency_key),
+    )
+
+
+async def void_payment(cmd: VoidPayment, ctx: HandlerContext, deps: Deps) -> list[Message]:
+    """Release an authorization that was not captured; nothing authorized is voided as a no-op."""
+    return await _settle(
+        ctx,
+        deps,
+        cmd.order_id,
+        cmd.idempotency_key,
+        Operation.VOID,
+        lambda payment: domain.check_void(payment, cmd),
+        lambda auth: deps.gateway.void(auth, cmd.idempotency_key),
+    )
+
+
+async def refund_payment(cmd: RefundPayment, ctx: HandlerContext, deps: Deps) -> list[Message]:
+    """Give a captured payment back in full; anything not captured is refused."""
+    return await _settle(
+        ctx,
+        deps,
+        cmd.order_id,
+        cmd.idempotency_key,
+        Operation.REFUND,
+        lambda payment: domain.check_refund(payment, cmd),
+        lambda auth: deps.gateway.refund(auth, cmd.amount, cmd.idempotency_key),
+    )
+
+
+async def _settle(
+    ctx: HandlerContext,
+    deps: Deps,
+    order_id: uuid.UUID,
+    key: str,
+    op: Operation,
+    check: Callable[[Payment | None], Message | None],
+    call: Callable[[str], Awaitable[GatewayResult]],
+) -> list[Message]:
+    """Capture, void and refund share one shape: replay, check, call the gateway, record."""
+    await repository.lock_order(ctx.conn, order_id)
+    recorded = await repository.movement_by_key(ctx.conn, key)
+    if recorded is not None:
+        return [domain.replay(recorded, op, order_id)]
+    payment = await repository.load_payment(ctx.conn, order_id)
+    answer = check(payment)
+    if answer is not None:
+        return [answer]
+    if payment is None or not payment.authorization:
+        return [domain.failed(order_id, op, "the payment has no gateway authorization")]
+    authorization = payment.authorization
+    result = await with_retries(lambda: call(authorization), deps.retry)
+    if not result.approved:
+        log.warning("gateway refused", operation=op.value, order_id=str(order_id), code=result.code)
+        return [domain.failed(order_id, op, f"the gateway refused: {result.code}")]
+    payment, movement = domain.moved(payment, MovementKind(op.value), key, result.reference)
+    await repository.record(ctx.conn, payment, movement)
+    log.info("payment moved", operation=op.value, status=payment.status, order_id=str(order_id))
+    return [domain.reply_for(movement)]
+
+
+PaymentHandler = Callable[[Any, HandlerContext, Deps], Awaitable[list[Message]]]
+
+HANDLERS: dict[type[Message], PaymentHandler] = {
+    AuthorizePayment: authorize_payment,
+    CapturePayment: capture_payment,
+    VoidPayment: void_payment,
+    RefundPayment: refund_payment,
+}
