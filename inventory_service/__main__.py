@@ -2,7 +2,9 @@
 
 Settings come from environment variables prefixed INVENTORY_ (see settings.py), for example
 INVENTORY_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 and INVENTORY_DATABASE_URL=postgresql://...
-It serves /health/live, /health/ready and /metrics on INVENTORY_HTTP_PORT (default 8003).
+It serves GET /stock, GET /stock/{sku}, POST /admin/stock/{sku}/restock, /health/live,
+/health/ready and /metrics on INVENTORY_HTTP_PORT (default 8003). Reservations expire after
+INVENTORY_RESERVATION_TTL_S seconds (default 120), swept every INVENTORY_EXPIRY_SCAN_MS.
 """
 
 from __future__ import annotations

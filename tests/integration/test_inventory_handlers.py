@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -472,14 +472,24 @@ async def test_expiry_racing_commits_settles_each_order_exactly_once(pool: async
         await handle(pool, c)
     await make_due(pool, [c.order_id for c in commands])
 
-    commits = [handle(pool, CommitReservation(order_id=c.order_id)) for c in commands]
-    sweeps = [handlers.expire_reservations(pool, service=SERVICE, batch=7) for _ in range(3)]
-    results = await asyncio.gather(*commits, *sweeps)
+    async def commit(c: ReserveStock) -> Message:
+        return only(await handle(pool, CommitReservation(order_id=c.order_id)))
 
-    sold = sum(isinstance(r[0], ReservationCommitted) for r in results[: len(commits)])
+    async def sweep() -> None:
+        await handlers.expire_reservations(pool, service=SERVICE, batch=5)
+
+    jobs: list[Awaitable[Message | None]] = []
+    for i, c in enumerate(commands):
+        if i % 10 == 0:  # sweeps among the commits, so each side wins some orders
+            jobs.append(sweep())
+        jobs.append(commit(c))
+    results = await asyncio.gather(*jobs)
+
+    sold = sum(isinstance(r, ReservationCommitted) for r in results)
     statuses = [await status_of(pool, c.order_id) for c in commands]
     assert statuses.count("COMMITTED") == sold
     assert statuses.count("EXPIRED") == len(commands) - sold
+    assert sum(isinstance(r, ReservationExpired) for r in results) == len(commands) - sold
     assert await stock_of(pool, sku) == (40 - sold, 0)
 
 
