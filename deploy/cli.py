@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deploy import seed
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError, run_sync
 from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
 from deploy.local.postgres import DEFAULT_PORT as PG_PORT
@@ -148,6 +149,7 @@ def topics_list(
 
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
+app.command("seed")(seed.seed)
 
 
 def main() -> None:
