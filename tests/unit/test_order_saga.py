@@ -50,7 +50,8 @@ def kinds(decision: domain.Decision) -> list[type]:
 
 def test_stock_reserved_moves_a_pending_order_on_and_asks_for_payment() -> None:
     d = domain.on_stock_reserved(order(), NOW, D)
-    assert d.order is not None and d.order.status == S.STOCK_RESERVED
+    assert d.order is not None
+    assert d.order.status == S.STOCK_RESERVED
     authorize = d.messages[-1]
     assert isinstance(authorize, AuthorizePayment)
     assert authorize.idempotency_key.endswith(":authorize")
@@ -69,26 +70,31 @@ def test_a_duplicate_reservation_for_an_order_already_moving_on_changes_nothing(
 
 def test_out_of_stock_rejects_the_order_with_a_reason_naming_the_sku() -> None:
     d = domain.on_stock_rejected(order(), "short", (Shortage(sku="A", requested=2, available=1),))
-    assert d.order is not None and d.order.status == S.REJECTED
+    assert d.order is not None
+    assert d.order.status == S.REJECTED
     assert "A (wanted 2, 1 left)" in (d.order.reason or "")
     assert kinds(d) == [OrderRejected]
 
 
 def test_payment_declined_releases_the_reservation_and_voids_defensively() -> None:
     d = domain.on_payment_declined(order(S.STOCK_RESERVED), "insufficient_funds", "no", NOW)
-    assert d.order is not None and d.order.status == S.CANCELLED
+    assert d.order is not None
+    assert d.order.status == S.CANCELLED
     assert kinds(d) == [VoidPayment, ReleaseReservation, OrderCancelled]
 
 
 def test_payment_authorized_commits_the_reservation_before_capturing() -> None:
     d = domain.on_payment_authorized(order(S.STOCK_RESERVED), NOW, D)
-    assert d.order is not None and d.order.status == S.PAYMENT_AUTHORIZED
+    assert d.order is not None
+    assert d.order.status == S.PAYMENT_AUTHORIZED
     assert kinds(d)[-1] is CommitReservation
     d2 = domain.on_reservation_committed(d.order, NOW, D)
-    assert d2.order is not None and d2.order.stock_committed
+    assert d2.order is not None
+    assert d2.order.stock_committed
     assert kinds(d2) == [CapturePayment]
     d3 = domain.on_payment_captured(d2.order, NOW)
-    assert d3.order is not None and d3.order.status == S.CONFIRMED
+    assert d3.order is not None
+    assert d3.order.status == S.CONFIRMED
     assert kinds(d3) == [OrderConfirmed]
 
 
@@ -101,7 +107,8 @@ def test_a_capture_for_an_order_that_ended_is_refunded_once() -> None:
     assert kinds(d) == [RefundPayment]
     assert d.order is not None
     refunded = domain.on_payment_refunded(d.order)
-    assert refunded.order is not None and refunded.order.refunded
+    assert refunded.order is not None
+    assert refunded.order.refunded
     assert domain.on_payment_captured(refunded.order, NOW) == domain.NOTHING
 
 
@@ -112,7 +119,8 @@ def test_a_commit_after_cancellation_is_restocked() -> None:
 
 def test_reservation_expiry_while_waiting_for_payment_voids_and_cancels() -> None:
     d = domain.on_reservation_lost(order(S.STOCK_RESERVED), "reservation expired", NOW)
-    assert d.order is not None and d.order.status == S.CANCELLED
+    assert d.order is not None
+    assert d.order.status == S.CANCELLED
     assert kinds(d) == [VoidPayment, OrderCancelled]
 
 
@@ -130,7 +138,8 @@ def test_a_missed_deadline_compensates_newest_step_first_and_cancels(
 ) -> None:
     late = order(status, stock_committed=committed, deadline=NOW - timedelta(seconds=1))
     d = domain.on_deadline(late, NOW)
-    assert d.order is not None and d.order.status == S.CANCELLED
+    assert d.order is not None
+    assert d.order.status == S.CANCELLED
     assert "timed out" in (d.order.reason or "")
     assert kinds(d) == expected
 
@@ -141,7 +150,9 @@ def test_a_deadline_not_yet_passed_changes_nothing() -> None:
 
 def test_cancel_after_confirmation_refunds_and_restocks() -> None:
     d = domain.cancel(order(S.CONFIRMED, stock_committed=True, payment_captured=True), "r", NOW)
-    assert d.order is not None and d.order.status == S.CANCELLED and d.order.refunded
+    assert d.order is not None
+    assert d.order.status == S.CANCELLED
+    assert d.order.refunded
     assert kinds(d) == [RefundPayment, RestockOrder, OrderCancelled]
 
 
