@@ -1,14 +1,13 @@
 """The whole saga's vocabulary: catalog, order, inventory and payment commands and events.
 
-Commands are imperative (ReserveStock), events past tense (StockReserved). Every model is frozen and
-forbids unknown fields; money is integer minor units plus an ISO 4217 code. Only payment tokens travel,
-never card numbers.
+Commands are imperative (ReserveStock), events past tense (StockReserved). Every model is frozen
+and forbids unknown fields; money is integer minor units plus an ISO 4217 code. Only payment tokens
+travel, never card numbers.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -383,5 +382,3 @@ REGISTRY = Registry(*ALL_MESSAGES)
 
 def messages_on(topic: str) -> list[type[Event] | type[Command]]:
     return [m for m in ALL_MESSAGES if m.topic == topic]
-
-

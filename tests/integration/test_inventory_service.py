@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kit_support import eventually
 from pydantic import SecretStr
 
 from events.contracts import (
@@ -29,6 +28,7 @@ from events.messages import Command
 from events.topics import INVENTORY_EVENTS
 from inventory_service.app import build
 from inventory_service.settings import Settings
+from tests.integration.kit_support import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kit_support import CREATE_APPLIED, KitTypes, eventually, kit_types, recording_handler
 
 from events.envelope import decode_envelope, encode, wrap
 from events.kit import db, outbox
@@ -24,6 +23,13 @@ from events.kit.admin import ensure_topics
 from events.kit.inbox import InboxConsumer
 from events.kit.outbox import OutboxRelay
 from events.kit.producer import make_producer
+from tests.integration.kit_support import (
+    CREATE_APPLIED,
+    KitTypes,
+    eventually,
+    kit_types,
+    recording_handler,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -246,8 +252,8 @@ async def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twi
 ) -> None:
     total = 300
     for n in range(total):
-        env = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest")
-        await producer.send(types.topic, encode(env), key=env.correlation_id.encode())
+        envelope = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest")
+        await producer.send(types.topic, encode(envelope), key=envelope.correlation_id.encode())
     await producer.flush()
     group = f"killed-{types.topic}"
     url = stack.database_url("kit_tests")  # type: ignore[attr-defined]

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from platform_support import TERMINAL, running_platform, wait_until
 
 from deploy.local.services import ServiceSupervisor
+from tests.integration.platform_support import TERMINAL, running_platform, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import sys
 
 import httpx
 import pytest
-from kit_support import eventually
+
+from tests.integration.kit_support import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,7 +42,7 @@ def order(status: OrderStatus = S.PENDING, **changes: object) -> Order:
         payment_token="tok_approve",
         deadline=NOW + timedelta(seconds=30),
     )
-    return domain.replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def kinds(decision: domain.Decision) -> list[type]:
