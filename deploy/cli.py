@@ -19,7 +19,7 @@ from deploy.local.common import DEFAULT_DATA_DIR, InfraError, run_sync
 from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
 from deploy.local.postgres import DEFAULT_PORT as PG_PORT
 from deploy.local.stack import SERVICE_DATABASES, LocalStack
-from deploy.local.topics import ensure_topics, list_topics
+from deploy.local.topics import TopicError, ensure_topics, list_topics
 from events.kit.settings import LOCAL_KAFKA
 from events.topics import all_topics
 
@@ -158,7 +158,7 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         app()
-    except InfraError as e:
+    except (InfraError, TopicError) as e:
         first, _, rest = str(e).partition("\n")
         err_console.print(f"[red]error: {escape(first)}[/red]", soft_wrap=True)
         if rest:

@@ -65,13 +65,15 @@ def _where_to_look(sup: ServiceSupervisor) -> Table:
     table.add_row("Inventory", f"{sup.url('inventory')}/stock?below_threshold=true")
     table.add_row("Payments", f"{sup.url('payment')}/docs")
     table.add_row("Logs", str(sup.data_dir / "logs"))
-    table.add_row(
-        "Try",
-        f"curl -s -XPOST {sup.url('order')}/orders -H 'content-type: application/json' "
-        """-d '{"customer_id":"c1","lines":[{"sku":"SKU-0001","quantity":1}],"""
-        """"currency":"USD","payment_token":"tok_approve"}'""",
-    )
     return table
+
+
+def _try_it(sup: ServiceSupervisor) -> str:
+    return (
+        f"Try: curl -si -XPOST {sup.url('order')}/orders -H 'content-type: application/json' "
+        """-d '{"customer_id":"c1","lines":[{"sku":"SKU-0001","quantity":1}],"""
+        """"currency":"USD","payment_token":"tok_approve"}'"""
+    )
 
 
 def _start(data: Path, seed: bool) -> tuple[LocalStack, ServiceSupervisor]:
@@ -97,6 +99,7 @@ def up(
     """Start Kafka, PostgreSQL and the five services, seed the catalog, show live status."""
     stack, sup = _start(data, seed)
     console.print(_where_to_look(sup))
+    console.print(_try_it(sup), soft_wrap=True, markup=False)
     if detach:
         console.print(
             "Running in the background; [bold]shop status[/bold], [bold]shop down[/bold]."
@@ -176,7 +179,7 @@ async def _demo(order_url: str, catalog_url: str, rate: float, duration: float, 
                     json=body,
                     headers={"Idempotency-Key": f"demo-{seed}-{i}"},
                 )
-                outcomes[str(r.status_code)] += 1
+                outcomes[f"HTTP {r.status_code}"] += 1
                 if r.status_code == 202:
                     order_ids.append(r.json()["order_id"])
             except httpx.HTTPError as exc:
