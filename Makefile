@@ -9,12 +9,13 @@ PACKAGES := events deploy order_service inventory_service payment_service catalo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars test lint run infra-up infra-down clean distclean
+.PHONY: help install kafka-jars test lint schemas run infra-up infra-down clean distclean
 
 help:
-	@echo "make run         start Kafka and PostgreSQL locally (data in .var/)"
+	@echo "make run         start the whole platform locally, seeded (data in .var/); Ctrl-C stops it"
 	@echo "make test        run the whole test suite (starts its own stack on test ports)"
-	@echo "make lint        ruff check, ruff format --check, mypy --strict"
+	@echo "make lint        ruff check, ruff format --check, mypy --strict, schema compatibility"
+	@echo "make schemas     regenerate events/schemas and events/asyncapi.yaml"
 	@echo "make infra-up / infra-down   start / stop the local stack"
 	@echo "make install     create .venv and fetch the Kafka jars"
 	@echo "make clean       remove caches; make distclean also .venv, jars and .var data"
@@ -43,10 +44,15 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict $(PACKAGES) tests
+	$(BIN)/python -m events.schema_tools check
 
-# Starts the platform's infrastructure; once `shop run` exists it starts the services too.
+schemas: $(VENV)/.installed
+	$(BIN)/python -m events.schema_tools export
+	$(BIN)/python -m events.schema_tools asyncapi
+
+# Kafka, PostgreSQL, the five services and the demo catalog; Ctrl-C stops them all.
 run: install
-	@if $(BIN)/shop run --help >/dev/null 2>&1; then $(BIN)/shop run; else $(BIN)/shop infra up; fi
+	$(BIN)/shop run
 
 infra-up: install
 	$(BIN)/shop infra up
