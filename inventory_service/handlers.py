@@ -28,7 +28,6 @@ from events.contracts import (
     StockRejected,
     StockReserved,
 )
-from events.envelope import wrap
 from events.kit import outbox
 from events.kit.db import Conn
 from events.kit.inbox import Handler, HandlerContext, Handlers
@@ -175,11 +174,7 @@ async def expire_reservations(
 
 async def publish(conn: Conn, messages: Sequence[Message], *, service: str) -> None:
     """Append messages to the outbox in the caller's transaction, from outside a consumer."""
-    await outbox.append(
-        conn,
-        [(m, wrap(m, producer=service)) for m in messages],
-        channel=outbox.notify_channel(service),
-    )
+    await outbox.emit(conn, messages, service=service)
 
 
 async def _release(conn: Conn, reservation: Reservation) -> None:

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.contracts import TERMINAL_STATUSES, OrderStatus, StockLine
-from events.envelope import wrap
 from events.kit import outbox
 from events.kit.db import Conn
 from order_service import domain, handlers, repository
@@ -87,11 +86,7 @@ def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
 
 
 async def _emit(conn: Conn, messages: list[Any]) -> None:
-    await outbox.append(
-        conn,
-        [(m, wrap(m, producer=SERVICE)) for m in messages],
-        channel=outbox.notify_channel(SERVICE),
-    )
+    await outbox.emit(conn, messages, service=SERVICE)
 
 
 @router.post("/orders", status_code=202, response_model=OrderAccepted)

@@ -8,7 +8,6 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from events.contracts import REGISTRY
-from events.envelope import wrap
 from events.kit import outbox
 from events.kit.runtime import ConsumerSpec, ServiceRuntime, periodically
 from events.topics import CATALOG_PRODUCTS, INVENTORY_EVENTS, PAYMENT_EVENTS
@@ -35,11 +34,7 @@ def build(settings: Settings) -> ServiceRuntime:
         async def sweep() -> None:
             async with runtime.pool.acquire() as conn, conn.transaction():
                 messages = await handlers.expire_overdue(conn, handlers.utcnow())
-                await outbox.append(
-                    conn,
-                    [(m, wrap(m, producer=settings.service_name)) for m in messages],
-                    channel=outbox.notify_channel(settings.service_name),
-                )
+                await outbox.emit(conn, messages, service=settings.service_name)
 
         await periodically(runtime, settings.deadline_scan_ms / 1000, sweep, "saga-deadlines")
 

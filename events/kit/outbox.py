@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from events.envelope import Envelope, encode, headers_for
+from events.envelope import Envelope, encode, headers_for, wrap
 from events.kit import metrics
 from events.kit.db import Conn
 from events.kit.logging import get_logger
@@ -66,6 +66,16 @@ async def append(
     )
     if channel:
         await conn.execute(NOTIFY, channel)
+
+
+async def emit(conn: Conn, messages: Sequence[Message], *, service: str) -> None:
+    """Wrap new messages (no cause: each starts its own correlation) and append them to the outbox
+    in the caller's transaction; for state changes made outside a consumer (HTTP, timers)."""
+    await append(
+        conn,
+        [(m, wrap(m, producer=service)) for m in messages],
+        channel=notify_channel(service),
+    )
 
 
 class OutboxRelay:
