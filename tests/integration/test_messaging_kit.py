@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -83,10 +83,12 @@ def inbox_consumer(
     **kwargs: object,
 ) -> InboxConsumer:
     fail_when_n = kwargs.pop("fail_when_n", None)
+    sleep_s = float(kwargs.pop("sleep_s", 0.0))  # type: ignore[arg-type]
+    handler = recording_handler(types, name, fail_when_n=fail_when_n, sleep_s=sleep_s)  # type: ignore[arg-type]
     return InboxConsumer(
         name=name,
         topics=[types.topic],
-        handlers={types.ItemAdded: recording_handler(types, name, fail_when_n=fail_when_n)},  # type: ignore[arg-type]
+        handlers={types.ItemAdded: handler},
         registry=types.registry,
         pool=pool,
         producer=producer,
@@ -282,3 +284,50 @@ async def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twi
         worker.kill()
         worker.wait(10)
     assert await applied_count(kit_pool, group) == (total, total)
+
+
+async def test_members_joining_and_leaving_mid_stream_apply_every_event_exactly_once(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    total = 300
+    for n in range(total):
+        envelope = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest")
+        await producer.send(types.topic, encode(envelope), key=envelope.correlation_id.encode())
+    await producer.flush()
+    name = f"rebalance-{types.topic}"
+    options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+
+    def member() -> InboxConsumer:
+        return inbox_consumer(
+            stack,
+            types,
+            kit_pool,
+            producer,
+            name,
+            batch_max=20,
+            sleep_s=0.003,
+            consumer_options=options,
+        )
+
+    def applied_at_least(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return (await applied_count(kit_pool, name))[0] >= n
+
+        return check
+
+    first, second = member(), member()
+    await first.start()
+    first_task = asyncio.create_task(first.run())
+    await eventually(applied_at_least(40), timeout=60)
+    async with running(second):
+        await eventually(applied_at_least(120), timeout=60)
+        first.stop()
+        await asyncio.wait_for(first_task, 15)
+        await first.close()
+        partial, _ = await applied_count(kit_pool, name)
+        assert partial < total, "the stream ended before the first member left"
+        await eventually(applied_at_least(total), timeout=90)
+    assert await applied_count(kit_pool, name) == (total, total)
+    assert first.stats.applied > 0
+    assert second.stats.applied > 0
+    assert first.stats.applied + second.stats.applied == total
