@@ -1,0 +1,267 @@
+"""Sales analytics as pure functions: per-order facts, their contributions, and the aggregates.
+
+The unit of state is one order's *facts*: each saga event sets one fact once (when it happened, by
+event time, and what it carried). Setting a fact that is already set changes nothing, so a record
+delivered twice, or replayed after a crash, is counted once. Every figure is a sum of the
+contributions of the orders' facts, kept incrementally: when an order's facts change, the old
+contribution is taken away and the new one added. Windows are by event time (`occurred_at`),
+bucketed per minute; a 5-minute hopping window is the sum of its five minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+MINUTE_MS = 60_000
+
+# A fact name -> its value, JSON-friendly so it can live in a faust table's changelog.
+Facts = dict[str, Any]
+
+WINDOWED_FACTS = (
+    "placed",
+    "confirmed",
+    "rejected",
+    "cancelled",
+    "stock_rejected",
+    "authorized",
+    "declined",
+)
+COUNTERS = (*WINDOWED_FACTS, "refunded")
+RANGES_MIN = {"15m": 15, "1h": 60, "24h": 24 * 60}
+
+
+def epoch_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def minute_of(ts_ms: int) -> int:
+    return ts_ms - ts_ms % MINUTE_MS
+
+
+def set_fact(facts: Facts | None, name: str, value: list[Any], late: bool = False) -> Facts | None:
+    """The facts with `name` set, or None when it was set already (first delivery wins)."""
+    current = dict(facts or {})
+    if name in current:
+        return None
+    current[name] = value
+    if late:
+        current["late"] = [*current.get("late", []), name]
+    return current
+
+
+@dataclass
+class Contribution:
+    """What one order adds: to its minutes (by event time) and to the running totals."""
+
+    minutes: dict[int, Counter[str]] = field(default_factory=dict)
+    totals: Counter[str] = field(default_factory=Counter)
+    latency: tuple[int, int] | None = None  # (minute, placed->confirmed ms)
+
+    def add(self, name: str, ts: int, amount: int, windowed: bool) -> None:
+        self.totals[name] += amount
+        if windowed:
+            self.minutes.setdefault(minute_of(ts), Counter())[name] += amount
+
+
+def contribution(facts: Facts | None) -> Contribution:
+    """The figures one order's facts add up to; a pure function of the facts."""
+    out = Contribution()
+    if not facts:
+        return out
+    late = set(facts.get("late", ()))
+    for name in WINDOWED_FACTS:
+        if name in facts:
+            out.add(name, facts[name][0], 1, name not in late)
+    if "confirmed" in facts:
+        ts, currency, total = facts["confirmed"]
+        windowed = "confirmed" not in late
+        out.add(f"revenue:{currency}", ts, total, windowed)
+        if "placed" in facts:
+            for sku, qty, unit_price in facts["placed"][3]:
+                out.add(f"units:{sku}", ts, qty, windowed)
+                out.add(f"sku_revenue:{sku}:{currency}", ts, qty * unit_price, windowed)
+            if windowed:
+                out.latency = (minute_of(ts), ts - facts["placed"][0])
+    if "cancelled" in facts and facts["cancelled"][1] and "confirmed" in facts:
+        ts = facts["cancelled"][0]
+        _, currency, total = facts["confirmed"]
+        out.add("refunded", ts, 1, "cancelled" not in late)
+        out.add(f"refunds:{currency}", ts, total, "cancelled" not in late)
+    return out
+
+
+def percentile(sorted_values: list[int], q: float) -> int | None:
+    """Nearest-rank percentile: the smallest value with at least q of the values at or below it."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _by_prefix(c: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix) :]: v for k, v in c.items() if k.startswith(prefix) and v}
+
+
+def top_products(c: Mapping[str, int], n: int = 10) -> dict[str, list[dict[str, Any]]]:
+    """Top n SKUs by units, and by revenue per currency (ties broken by SKU)."""
+    units = _by_prefix(c, "units:")
+    by_units = sorted(units.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    revenue: dict[str, dict[str, int]] = {}
+    for key, amount in _by_prefix(c, "sku_revenue:").items():
+        sku, currency = key.rsplit(":", 1)
+        revenue.setdefault(currency, {})[sku] = amount
+    return {
+        "by_units": [{"sku": s, "units": u} for s, u in by_units],
+        "by_revenue": [
+            {"sku": s, "currency": cur, "revenue": r}
+            for cur in sorted(revenue)
+            for s, r in sorted(revenue[cur].items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        ],
+    }
+
+
+def figures(c: Mapping[str, int], latencies: Iterable[int] = ()) -> dict[str, Any]:
+    """The reported figures of one window (or of the totals) from its counters."""
+    revenue = _by_prefix(c, "revenue:")
+    confirmed = c.get("confirmed", 0)
+    lat = sorted(latencies)
+    return {
+        **{name: c.get(name, 0) for name in COUNTERS},
+        "revenue": revenue,
+        "refunds": _by_prefix(c, "refunds:"),
+        "average_order_value": {cur: amount // confirmed for cur, amount in revenue.items()}
+        if confirmed
+        else {},
+        "units": sum(_by_prefix(c, "units:").values()),
+        "payment_decline_rate": ratio(
+            c.get("declined", 0), c.get("declined", 0) + c.get("authorized", 0)
+        ),
+        "out_of_stock_rate": ratio(c.get("stock_rejected", 0), c.get("placed", 0)),
+        "latency_ms": {
+            "count": len(lat),
+            "p50": percentile(lat, 0.5),
+            "p90": percentile(lat, 0.9),
+            "p99": percentile(lat, 0.99),
+        },
+    }
+
+
+@dataclass
+class Aggregates:
+    """The sum of every order's contribution, per minute and since the start."""
+
+    minutes: dict[int, Counter[str]] = field(default_factory=dict)
+    latencies: dict[int, list[int]] = field(default_factory=dict)
+    totals: Counter[str] = field(default_factory=Counter)
+    version: int = 0
+    horizon: int = 0  # minutes before this are forgotten (pruned)
+
+    def replace(self, old: Facts | None, new: Facts | None) -> None:
+        """An order's facts changed from old to new."""
+        self._apply(contribution(old), -1)
+        self._apply(contribution(new), +1)
+        self.version += 1
+
+    def rebuild(self, all_facts: Iterable[Facts]) -> None:
+        self.minutes.clear()
+        self.latencies.clear()
+        self.totals.clear()
+        for facts in all_facts:
+            self._apply(contribution(facts), +1)
+        self.version += 1
+
+    def _apply(self, c: Contribution, sign: int) -> None:
+        self.totals.update({k: sign * v for k, v in c.totals.items()})
+        for minute, counts in c.minutes.items():
+            if minute < self.horizon:
+                continue
+            bucket = self.minutes.setdefault(minute, Counter())
+            bucket.update({k: sign * v for k, v in counts.items()})
+        if c.latency is not None and c.latency[0] >= self.horizon:
+            minute, ms = c.latency
+            samples = self.latencies.setdefault(minute, [])
+            if sign > 0:
+                samples.append(ms)
+            elif ms in samples:
+                samples.remove(ms)
+
+    def window(self, start: int, end: int) -> tuple[Counter[str], list[int]]:
+        """Counters and latency samples of the minutes in [start, end)."""
+        total: Counter[str] = Counter()
+        lat: list[int] = []
+        for minute, counts in self.minutes.items():
+            if start <= minute < end:
+                total.update(counts)
+                lat += self.latencies.get(minute, [])
+        return total, lat
+
+    def windows(self, size_min: int, since: int | None = None) -> list[dict[str, Any]]:
+        """Windows of size_min minutes sliding by one minute (size 1: tumbling), oldest first."""
+        active = [m for m, c in self.minutes.items() if any(c.values())]
+        if not active:
+            return []
+        first = min(active) - (size_min - 1) * MINUTE_MS
+        if since is not None:
+            first = max(first, minute_of(since))
+        out = []
+        for start in range(first, max(active) + MINUTE_MS, MINUTE_MS):
+            end = start + size_min * MINUTE_MS
+            counts, lat = self.window(start, end)
+            if any(counts.values()):
+                out.append({"start": start, "end": end, **figures(counts, lat)})
+        return out
+
+    def summary(self, now_ms: int, range_name: str) -> dict[str, Any]:
+        """What the dashboard shows for the last range_name (15m, 1h, 24h) up to now."""
+        minutes = RANGES_MIN[range_name]
+        end = minute_of(now_ms) + MINUTE_MS
+        start = end - minutes * MINUTE_MS
+        counts, lat = self.window(start, end)
+        series = [
+            {
+                "start": m,
+                "placed": c.get("placed", 0),
+                "confirmed": c.get("confirmed", 0),
+                "rejected": c.get("rejected", 0),
+                "cancelled": c.get("cancelled", 0),
+                "revenue": _by_prefix(c, "revenue:"),
+            }
+            for m in range(start, end, MINUTE_MS)
+            for c in [self.minutes.get(m, Counter())]
+        ]
+        return {
+            "range": range_name,
+            "start": start,
+            "end": end,
+            "window": figures(counts, lat) | {"top_products": top_products(counts)},
+            "totals": figures(self.totals) | {"top_products": top_products(self.totals)},
+            "series": series,
+        }
+
+    def prune(self, before: int) -> None:
+        """Forget minutes older than `before`; running totals keep them."""
+        self.horizon = max(self.horizon, minute_of(before))
+        for minute in [m for m in self.minutes if m < before]:
+            del self.minutes[minute]
+            self.latencies.pop(minute, None)
+
+
+def low_stock_detected(available: int, threshold: int, ts: int) -> dict[str, int]:
+    """The alert LowStockDetected raises (or refreshes)."""
+    return {"available": available, "threshold": threshold, "since": ts}
+
+
+def low_stock_after_level(alert: dict[str, int] | None, available: int) -> dict[str, int] | None:
+    """The alert once a StockLevelChanged says `available`: None when there is none or it clears."""
+    if alert is None or available >= alert["threshold"]:
+        return None
+    return alert | {"available": available}

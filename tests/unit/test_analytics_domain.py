@@ -1,0 +1,216 @@
+"""The analytics fold without Kafka: facts, contributions, windows, lateness, low stock."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from analytics_service.domain import (
+    MINUTE_MS,
+    Aggregates,
+    Facts,
+    low_stock_after_level,
+    low_stock_detected,
+    percentile,
+)
+from analytics_service.handlers import ORDER_HANDLERS
+from events.contracts import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    OrderRejected,
+    PaymentAuthorized,
+    PaymentDeclined,
+    PricedLine,
+    StockRejected,
+)
+from events.messages import Money
+
+T0 = 1_800_000_000_000 - 1_800_000_000_000 % MINUTE_MS
+
+
+class Fold:
+    """The agent's fold, minus Kafka: a dict for the orders table and the aggregates."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Facts] = {}
+        self.aggregates = Aggregates()
+
+    def apply(self, msg: Any, ts: int, late: bool = False) -> None:
+        key = str(msg.order_id)
+        old = self.orders.get(key)
+        new = ORDER_HANDLERS[type(msg)](old, msg, ts, late)
+        if new is not None:
+            self.orders[key] = new
+            self.aggregates.replace(old, new)
+
+
+def placed(order_id: uuid.UUID, lines: list[tuple[str, int, int]]) -> OrderPlaced:
+    priced = tuple(
+        PricedLine(sku=s, quantity=q, unit_price=Money(amount=p, currency="USD"))
+        for s, q, p in lines
+    )
+    total = sum(q * p for _, q, p in lines)
+    return OrderPlaced(
+        order_id=order_id,
+        customer_id="c",
+        lines=priced,
+        total=Money(amount=total, currency="USD"),
+        placed_at=datetime.now(UTC),
+    )
+
+
+def confirmed(order_id: uuid.UUID, total: int) -> OrderConfirmed:
+    return OrderConfirmed(
+        order_id=order_id, customer_id="c", total=Money(amount=total, currency="USD")
+    )
+
+
+def test_a_confirmed_order_counts_its_revenue_units_and_latency_in_the_minute_it_was_confirmed() -> (
+    None
+):
+    fold = Fold()
+    oid = uuid.uuid4()
+    fold.apply(placed(oid, [("A", 2, 500), ("B", 1, 300)]), T0 + 10_000)
+    fold.apply(
+        PaymentAuthorized(
+            order_id=oid,
+            payment_id=uuid.uuid4(),
+            amount=Money(amount=1300, currency="USD"),
+            authorization_code="x",
+        ),
+        T0 + 20_000,
+    )
+    fold.apply(confirmed(oid, 1300), T0 + MINUTE_MS + 5_000)
+    first, second = fold.aggregates.windows(1)
+    assert (first["start"], first["placed"], first["confirmed"]) == (T0, 1, 0)
+    assert first["payment_decline_rate"] == 0.0
+    assert second["start"] == T0 + MINUTE_MS
+    assert second["revenue"] == {"USD": 1300}
+    assert second["units"] == 3
+    assert second["latency_ms"] == {"count": 1, "p50": 55_000, "p90": 55_000, "p99": 55_000}
+    totals = fold.aggregates.summary(T0 + 2 * MINUTE_MS, "15m")["totals"]
+    assert totals["top_products"]["by_revenue"][0] == {
+        "sku": "A",
+        "currency": "USD",
+        "revenue": 1000,
+    }
+    assert totals["top_products"]["by_units"][0] == {"sku": "A", "units": 2}
+    assert totals["average_order_value"] == {"USD": 1300}
+
+
+def test_the_same_event_delivered_twice_is_counted_once() -> None:
+    fold = Fold()
+    oid = uuid.uuid4()
+    msg = placed(oid, [("A", 1, 100)])
+    fold.apply(msg, T0)
+    fold.apply(msg, T0)
+    fold.apply(confirmed(oid, 100), T0 + 1)
+    fold.apply(confirmed(oid, 100), T0 + 2)
+    assert fold.aggregates.totals["placed"] == 1
+    assert fold.aggregates.totals["confirmed"] == 1
+    assert fold.aggregates.totals["revenue:USD"] == 100
+
+
+def test_a_confirmation_seen_before_its_placement_still_counts_units_once_both_arrive() -> None:
+    fold = Fold()
+    oid = uuid.uuid4()
+    fold.apply(confirmed(oid, 400), T0 + 30_000)
+    fold.apply(placed(oid, [("A", 4, 100)]), T0)
+    assert fold.aggregates.totals["units:A"] == 4
+    assert fold.aggregates.totals["revenue:USD"] == 400
+
+
+def test_rejections_declines_and_refunds_feed_the_rates() -> None:
+    fold = Fold()
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for oid in (a, b, c):
+        fold.apply(placed(oid, [("A", 1, 100)]), T0)
+    fold.apply(StockRejected(order_id=a, reason="short"), T0 + 1)
+    fold.apply(OrderRejected(order_id=a, customer_id="c", reason="short"), T0 + 2)
+    fold.apply(PaymentDeclined(order_id=b, code="declined", reason="no"), T0 + 3)
+    fold.apply(OrderCancelled(order_id=b, customer_id="c", reason="declined"), T0 + 4)
+    fold.apply(
+        PaymentAuthorized(
+            order_id=c,
+            payment_id=uuid.uuid4(),
+            amount=Money(amount=100, currency="USD"),
+            authorization_code="x",
+        ),
+        T0 + 5,
+    )
+    fold.apply(confirmed(c, 100), T0 + 6)
+    fold.apply(OrderCancelled(order_id=c, customer_id="c", reason="asked", refunded=True), T0 + 7)
+    (window,) = fold.aggregates.windows(1)
+    assert window["out_of_stock_rate"] == round(1 / 3, 4)
+    assert window["payment_decline_rate"] == 0.5
+    assert (window["rejected"], window["cancelled"], window["refunded"]) == (1, 2, 1)
+    assert window["refunds"] == {"USD": 100}
+
+
+def test_a_late_event_inside_the_grace_lands_in_its_window_and_one_past_it_only_in_totals() -> None:
+    fold = Fold()
+    on_time, too_late = uuid.uuid4(), uuid.uuid4()
+    fold.apply(placed(on_time, [("A", 1, 100)]), T0 + 5 * MINUTE_MS)
+    fold.apply(placed(uuid.uuid4(), [("A", 1, 100)]), T0 + 10 * MINUTE_MS)
+    fold.apply(placed(on_time, [("A", 1, 100)]), T0)
+    fold.apply(placed(too_late, [("A", 1, 100)]), T0 + MINUTE_MS, late=True)
+    starts = {w["start"]: w["placed"] for w in fold.aggregates.windows(1)}
+    assert starts == {T0 + 5 * MINUTE_MS: 1, T0 + 10 * MINUTE_MS: 1}
+    assert fold.aggregates.totals["placed"] == 3
+
+
+def test_five_minute_hopping_windows_are_the_sums_of_their_minutes() -> None:
+    fold = Fold()
+    for minute in range(7):
+        fold.apply(placed(uuid.uuid4(), [("A", 1, 100)]), T0 + minute * MINUTE_MS)
+    hopping = {w["start"]: w["placed"] for w in fold.aggregates.windows(5)}
+    assert hopping[T0] == 5
+    assert hopping[T0 - 4 * MINUTE_MS] == 1
+    assert hopping[T0 + 6 * MINUTE_MS] == 1
+    assert hopping[T0 + 2 * MINUTE_MS] == 5
+    assert len(hopping) == 7 + 4
+
+
+def test_rebuilding_from_the_facts_gives_the_same_figures_as_folding_live() -> None:
+    fold = Fold()
+    for i in range(20):
+        oid = uuid.uuid4()
+        fold.apply(placed(oid, [("A", 1 + i % 3, 100)]), T0 + i * 7_000)
+        if i % 4:
+            fold.apply(confirmed(oid, 100 * (1 + i % 3)), T0 + i * 7_000 + 900 + i)
+    rebuilt = Aggregates()
+    rebuilt.rebuild(fold.orders.values())
+    assert rebuilt.windows(1) == fold.aggregates.windows(1)
+    assert rebuilt.windows(5) == fold.aggregates.windows(5)
+    assert +rebuilt.totals == +fold.aggregates.totals
+
+
+def test_pruned_minutes_stay_out_even_when_an_old_order_changes_later() -> None:
+    fold = Fold()
+    oid = uuid.uuid4()
+    fold.apply(placed(oid, [("A", 1, 100)]), T0)
+    fold.aggregates.prune(T0 + MINUTE_MS)
+    fold.apply(confirmed(oid, 100), T0 + 2 * MINUTE_MS)
+    assert [w["start"] for w in fold.aggregates.windows(1)] == [T0 + 2 * MINUTE_MS]
+    assert fold.aggregates.totals["placed"] == 1
+
+
+def test_percentiles_use_the_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert (percentile(values, 0.5), percentile(values, 0.9), percentile(values, 0.99)) == (
+        50,
+        90,
+        99,
+    )
+    assert percentile([7], 0.99) == 7
+    assert percentile([], 0.5) is None
+
+
+def test_a_low_stock_alert_clears_once_available_reaches_the_threshold() -> None:
+    alert = low_stock_detected(available=2, threshold=5, ts=T0)
+    lower = low_stock_after_level(alert, 1)
+    assert lower == {"available": 1, "threshold": 5, "since": T0}
+    assert low_stock_after_level(lower, 5) is None
+    assert low_stock_after_level(None, 0) is None
