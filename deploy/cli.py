@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deploy import platform_cli, seed
+from deploy import events_cli, platform_cli, seed
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError, run_sync
 from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
 from deploy.local.postgres import DEFAULT_PORT as PG_PORT
@@ -149,6 +149,7 @@ def topics_list(
 
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
+app.add_typer(events_cli.events_app, name="events")
 app.command("seed")(seed.seed)
 platform_cli.register(app)
 

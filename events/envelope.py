@@ -10,6 +10,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from events.messages import Message, Registry
+from events.upcasting import UPCASTERS, UpcastError, Upcasters
 
 
 class DecodeError(ValueError):
@@ -77,8 +78,10 @@ def decode_envelope(raw: bytes | None) -> Envelope:
         raise DecodeError(f"invalid envelope: {_first_error(exc)}") from None
 
 
-def open_envelope(envelope: Envelope, registry: Registry) -> Message:
-    """Validate the payload against the model its type names."""
+def open_envelope(
+    envelope: Envelope, registry: Registry, upcasters: Upcasters = UPCASTERS
+) -> Message:
+    """Validate the payload against the model its type names, upcast first if it is older."""
     try:
         model = registry.get(envelope.type)
     except LookupError as exc:
@@ -88,8 +91,16 @@ def open_envelope(envelope: Envelope, registry: Registry) -> Message:
             f"{envelope.type} schema version {envelope.schema_version} is newer than the "
             f"{model.schema_version} this service knows"
         )
+    payload = envelope.payload
+    if envelope.schema_version < model.schema_version:
+        try:
+            payload = upcasters.upcast(
+                envelope.type, envelope.schema_version, payload, model.schema_version
+            )
+        except UpcastError as exc:
+            raise DecodeError(str(exc)) from None
     try:
-        return model.model_validate(envelope.payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise DecodeError(f"invalid {envelope.type} payload: {_first_error(exc)}") from None
 

@@ -1,0 +1,56 @@
+"""Positions, offset-reset plans and redrive plans, without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka.structs import TopicPartition
+
+from deploy.eventlog.groups import OffsetChange, plan_reset
+from deploy.eventlog.reader import EARLIEST, Bound, parse_bound
+from deploy.eventlog.records import EventLogError, LogRecord
+from deploy.eventlog.redrive import plan_redrive
+
+
+def test_positions_read_as_edges_offsets_times_and_ages() -> None:
+    assert parse_bound(None, EARLIEST) == EARLIEST
+    assert parse_bound("latest", EARLIEST) == Bound(edge="latest")
+    assert parse_bound("42", EARLIEST) == Bound(offset=42)
+    assert parse_bound("2026-01-02T03:04:05Z", EARLIEST) == Bound(
+        time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    )
+    age = parse_bound("15m", EARLIEST).time
+    assert age is not None
+    assert 890 < (datetime.now(UTC) - age).total_seconds() < 910
+    with pytest.raises(EventLogError, match="cannot read 'yesterday'"):
+        parse_bound("yesterday", EARLIEST)
+
+
+def test_a_reset_plan_shows_each_partition_from_current_to_new() -> None:
+    a0, a1 = TopicPartition("a", 0), TopicPartition("a", 1)
+    plan = plan_reset({a1: 9, a0: None}, {a1: 0, a0: 0})
+    assert plan == [OffsetChange("a", 0, None, 0), OffsetChange("a", 1, 9, 0)]
+    assert plan[1].delta == -9
+    assert plan[0].delta is None
+
+
+def test_dead_letters_go_back_to_their_source_without_dlq_headers() -> None:
+    good = LogRecord(
+        "x.dlq",
+        0,
+        4,
+        0,
+        b"k",
+        b"v",
+        (
+            ("event_id", b"e"),
+            ("dlq.reason", b"r"),
+            ("dlq.source_topic", b"x"),
+            ("dlq.source_partition", b"2"),
+        ),
+    )
+    orphan = LogRecord("x.dlq", 0, 5, 0, b"k", b"v", (("event_id", b"f"),))
+    plans, skipped = plan_redrive([good, orphan], "x.dlq")
+    assert skipped == [orphan]
+    assert [(p.topic, p.partition, p.headers) for p in plans] == [("x", 2, (("event_id", b"e"),))]
