@@ -2,7 +2,9 @@
 
 Settings come from environment variables prefixed ANALYTICS_ (see settings.py), for example
 ANALYTICS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 and ANALYTICS_DATABASE_URL=postgresql://...
-It serves /health/live, /health/ready and /metrics on ANALYTICS_HTTP_PORT (default 8002).
+It serves the dashboard at /, the JSON API under /api, /health/live, /health/ready and /metrics
+on ANALYTICS_HTTP_PORT (default 8002). Faust keeps its local data under ANALYTICS_DATA_DIR
+(default .var/analytics); see analytics_service/README.md for the design.
 """
 
 from __future__ import annotations

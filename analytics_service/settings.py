@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from events.kit.settings import ServiceSettings, local_database_url
@@ -14,3 +16,16 @@ class Settings(ServiceSettings):
     service_name: str = "analytics"
     database_url: SecretStr = SecretStr(local_database_url("analytics"))
     http_port: int = 8002
+    data_dir: Path = Path(".var/analytics")
+    grace_s: int = Field(default=600, ge=0, description="How late an event may be for its window.")
+    retention_h: int = Field(default=25, ge=1, description="How long per-minute windows are kept.")
+    push_interval_ms: int = Field(default=500, ge=50, description="Dashboard update cadence.")
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="How soon a crashed worker's partitions are taken over."
+    )
+
+    @property
+    def app_id(self) -> str:
+        """Faust's application id: its consumer group and the prefix of its changelog topics."""
+        return f"{self.consumer_group_prefix}analytics"
