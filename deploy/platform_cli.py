@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError
-from deploy.local.services import ServiceSupervisor
+from deploy.local.services import ServiceSupervisor, parse_replicas
 from deploy.local.stack import LocalStack
 
 console = Console()
@@ -36,12 +36,22 @@ TOKENS = (
 )
 
 
-def supervisor(stack: LocalStack, data: Path) -> ServiceSupervisor:
+def supervisor(
+    stack: LocalStack, data: Path, replicas: dict[str, int] | None = None
+) -> ServiceSupervisor:
     return ServiceSupervisor(
         kafka_bootstrap=stack.kafka.bootstrap,
         database_url=stack.postgres.database_url,
         data_dir=data,
+        replicas=replicas or {},
     )
+
+
+def _replicas(spec: str) -> dict[str, int]:
+    try:
+        return parse_replicas(spec)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--replicas") from None
 
 
 def _status_table(stack: LocalStack, sup: ServiceSupervisor) -> Table:
@@ -76,9 +86,11 @@ def _try_it(sup: ServiceSupervisor) -> str:
     )
 
 
-def _start(data: Path, seed: bool) -> tuple[LocalStack, ServiceSupervisor]:
+def _start(
+    data: Path, seed: bool, replicas: dict[str, int] | None = None
+) -> tuple[LocalStack, ServiceSupervisor]:
     stack = LocalStack(data)
-    sup = supervisor(stack, data)
+    sup = supervisor(stack, data, replicas)
     with console.status("starting") as spinner:
         stack.up(step=lambda msg: spinner.update(f"{msg}…"))
         sup.start_all(step=lambda msg: spinner.update(f"{msg}…"))
@@ -95,9 +107,16 @@ def up(
     data: DataDir = DEFAULT_DATA_DIR,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once started.")] = False,
     seed: Annotated[bool, typer.Option(help="Load the demo catalog and stock.")] = True,
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="Processes per service, in one consumer group: inventory=3,order=2. "
+            "Replica k listens on the service's port + 10k."
+        ),
+    ] = "",
 ) -> None:
     """Start Kafka, PostgreSQL and the five services, seed the catalog, show live status."""
-    stack, sup = _start(data, seed)
+    stack, sup = _start(data, seed, _replicas(replicas))
     console.print(_where_to_look(sup))
     console.print(_try_it(sup), soft_wrap=True, markup=False)
     if detach:

@@ -2,6 +2,12 @@
 
 Used by `shop up/status/down` and by the end-to-end tests, so the tests run the platform the way a
 developer does: each service its own `python -m <service>` process with its own settings.
+
+A service may run as several replicas (`shop up --replicas inventory=3`): processes with the same
+settings, so the same consumer group, each on its own HTTP port. Replica 0 keeps the service's
+port, pid file and log; replica k listens on port + k * REPLICA_PORT_STEP (the services' own
+ports are consecutive, so consecutive replica ports would collide) unless ports are given, and
+has `<package>.<k>.pid` and `<package>.<k>.log`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,20 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("analytics_service", "ANALYTICS_", 8002, "analytics", "sales analytics"),
 )
 BY_NAME = {s.package: s for s in SERVICES} | {s.database: s for s in SERVICES}
+REPLICA_PORT_STEP = 10
+
+
+def parse_replicas(spec: str) -> dict[str, int]:
+    """`inventory=3,order=2` as {package: count}; a service left out runs once."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or name.strip() not in BY_NAME or not count.strip().isdigit():
+            raise ValueError(f"{item!r}: expected SERVICE=COUNT with SERVICE one of the five")
+        if int(count) < 1:
+            raise ValueError(f"{item!r}: a service runs at least once")
+        counts[BY_NAME[name.strip()].package] = int(count)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -56,25 +76,48 @@ class ServiceSupervisor:
     kafka_bootstrap: str
     database_url: Callable[[str], str]
     data_dir: Path = DEFAULT_DATA_DIR
-    ports: Mapping[str, int] = field(default_factory=dict)
+    # A port per service (replica 0), or one port per replica.
+    ports: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     services: tuple[ServiceDef, ...] = SERVICES
+    # Processes per service, by package or short name; 1 where not given.
+    replicas: Mapping[str, int] = field(default_factory=dict)
 
-    def port(self, svc: ServiceDef) -> int:
-        return self.ports.get(svc.package, svc.port)
+    def replica_count(self, svc: ServiceDef) -> int:
+        return self.replicas.get(svc.package, self.replicas.get(svc.database, 1))
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port(BY_NAME[name])}"
+    def replica_ids(self, svc: ServiceDef) -> list[int]:
+        """The configured replicas and any other that left a pid file (from an earlier run)."""
+        found = {0, *range(self.replica_count(svc))}
+        for path in (self.data_dir / "run").glob(f"{svc.package}.*.pid"):
+            suffix = path.name.removeprefix(f"{svc.package}.").removesuffix(".pid")
+            if suffix.isdigit():
+                found.add(int(suffix))
+        return sorted(found)
 
-    def pid_file(self, svc: ServiceDef) -> Path:
-        return self.data_dir / "run" / f"{svc.package}.pid"
+    def port(self, svc: ServiceDef, replica: int = 0) -> int:
+        given = self.ports.get(svc.package)
+        if isinstance(given, Sequence):
+            if replica < len(given):
+                return given[replica]
+            given = given[0] if given else None
+        return (svc.port if given is None else given) + replica * REPLICA_PORT_STEP
 
-    def log_file(self, svc: ServiceDef) -> Path:
-        return self.data_dir / "logs" / f"{svc.package}.log"
+    def url(self, name: str, replica: int = 0) -> str:
+        return f"http://127.0.0.1:{self.port(BY_NAME[name], replica)}"
 
-    def pid(self, name: str) -> int | None:
+    def _suffix(self, replica: int) -> str:
+        return f".{replica}" if replica else ""
+
+    def pid_file(self, svc: ServiceDef, replica: int = 0) -> Path:
+        return self.data_dir / "run" / f"{svc.package}{self._suffix(replica)}.pid"
+
+    def log_file(self, svc: ServiceDef, replica: int = 0) -> Path:
+        return self.data_dir / "logs" / f"{svc.package}{self._suffix(replica)}.log"
+
+    def pid(self, name: str, replica: int = 0) -> int | None:
         svc = BY_NAME[name]
-        pid = read_pid(self.pid_file(svc))
+        pid = read_pid(self.pid_file(svc, replica))
         if pid is None:
             return None
         try:
@@ -86,54 +129,65 @@ class ServiceSupervisor:
             alive = False
         return pid if alive else None
 
-    def process_env(self, svc: ServiceDef) -> dict[str, str]:
+    def process_env(self, svc: ServiceDef, replica: int = 0) -> dict[str, str]:
         p = svc.prefix
         return {
             **os.environ,
             f"{p}KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             f"{p}DATABASE_URL": self.database_url(svc.database),
-            f"{p}HTTP_PORT": str(self.port(svc)),
+            f"{p}HTTP_PORT": str(self.port(svc, replica)),
             **self.env,
         }
 
-    def start(self, name: str) -> int:
-        """Start one service unless it runs already; returns its pid."""
+    def start(self, name: str, replica: int | None = None) -> int:
+        """Start the service's replicas (or one) that do not run already; returns the first pid."""
         svc = BY_NAME[name]
-        if (pid := self.pid(name)) is not None:
+        if replica is not None:
+            return self._start_one(svc, replica)
+        pids = [self._start_one(svc, k) for k in range(self.replica_count(svc))]
+        return pids[0]
+
+    def _start_one(self, svc: ServiceDef, replica: int) -> int:
+        if (pid := self.pid(svc.package, replica)) is not None:
             return pid
-        self.log_file(svc).parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file(svc).parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file(svc).open("ab") as log:
+        log_file, pid_file = self.log_file(svc, replica), self.pid_file(svc, replica)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", svc.package],
-                env=self.process_env(svc),
+                env=self.process_env(svc, replica),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.pid_file(svc).write_text(str(proc.pid))
+        pid_file.write_text(str(proc.pid))
         return proc.pid
 
-    def ready(self, name: str) -> bool:
+    def ready(self, name: str, replica: int = 0) -> bool:
         try:
-            r = httpx.get(self.url(name) + "/health/ready", timeout=2.0)
+            r = httpx.get(self.url(name, replica) + "/health/ready", timeout=2.0)
         except httpx.HTTPError:
             return False
         return r.status_code == 200
 
-    def wait_ready(self, name: str, timeout: float = 90) -> None:
+    def wait_ready(self, name: str, timeout: float = 90, replica: int | None = None) -> None:
+        """Wait until the service's configured replicas (or one of them) answer ready."""
         svc = BY_NAME[name]
+        wanted = range(self.replica_count(svc)) if replica is None else [replica]
+        for k in wanted:
+            log_file = self.log_file(svc, k)
 
-        def check() -> bool:
-            if self.pid(name) is None:
-                raise InfraError(
-                    f"{svc.package} exited during start; last lines of "
-                    f"{self.log_file(svc)}:\n{tail(self.log_file(svc), 15)}"
-                )
-            return self.ready(name)
+            def check(k: int = k, log_file: Path = log_file) -> bool:
+                if self.pid(name, k) is None:
+                    raise InfraError(
+                        f"{svc.package} exited during start; last lines of "
+                        f"{log_file}:\n{tail(log_file, 15)}"
+                    )
+                return self.ready(name, k)
 
-        wait_for(check, timeout=timeout, what=f"{svc.package} to be ready")
+            wait_for(check, timeout=timeout, what=f"{svc.package} to be ready")
 
     def start_all(self, timeout: float = 120, step: Callable[[str], None] | None = None) -> None:
         for svc in self.services:
@@ -143,44 +197,51 @@ class ServiceSupervisor:
         for svc in self.services:
             self.wait_ready(svc.package, timeout)
 
-    def stop(self, name: str, timeout: float = 30) -> bool:
-        pid = self.pid(name)
-        if pid is None:
-            return False
-        terminate(pid, timeout=timeout)
-        self.pid_file(BY_NAME[name]).unlink(missing_ok=True)
-        return True
+    def stop(self, name: str, timeout: float = 30, replica: int | None = None) -> bool:
+        """Stop every replica of a service (or one); False when none was running."""
+        svc = BY_NAME[name]
+        stopped = False
+        for k in self.replica_ids(svc) if replica is None else [replica]:
+            pid = self.pid(name, k)
+            if pid is not None:
+                terminate(pid, timeout=timeout)
+                stopped = True
+            self.pid_file(svc, k).unlink(missing_ok=True)
+        return stopped
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, replica: int = 0) -> None:
         """SIGKILL, as a crash would: no clean shutdown."""
-        pid = self.pid(name)
+        pid = self.pid(name, replica)
         if pid is None:
-            raise InfraError(f"{name} is not running")
+            raise InfraError(f"{name} (replica {replica}) is not running")
         os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(10)
 
-    def send_signal(self, name: str, sig: signal.Signals) -> None:
-        pid = self.pid(name)
+    def send_signal(self, name: str, sig: signal.Signals, replica: int = 0) -> None:
+        pid = self.pid(name, replica)
         if pid is None:
-            raise InfraError(f"{name} is not running")
+            raise InfraError(f"{name} (replica {replica}) is not running")
         os.kill(pid, sig)
 
     def stop_all(self) -> list[str]:
         return [s.package for s in reversed(self.services) if self.stop(s.package)]
 
     def states(self) -> list[ServiceState]:
+        """One row per replica; replica k > 0 is named `<package>[k]`."""
         out = []
         for svc in self.services:
-            pid = self.pid(svc.package)
-            url = self.url(svc.package)
-            out.append(
-                ServiceState(
-                    svc.package,
-                    pid,
-                    url,
-                    pid is not None and self.ready(svc.package),
-                    self.log_file(svc),
+            for k in self.replica_ids(svc):
+                pid = self.pid(svc.package, k)
+                if k >= self.replica_count(svc) and pid is None:
+                    continue
+                out.append(
+                    ServiceState(
+                        f"{svc.package}[{k}]" if k else svc.package,
+                        pid,
+                        self.url(svc.package, k),
+                        pid is not None and self.ready(svc.package, k),
+                        self.log_file(svc, k),
+                    )
                 )
-            )
         return out
