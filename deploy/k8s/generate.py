@@ -324,10 +324,12 @@ def kafka_cluster() -> list[Doc]:
             "kafka": {
                 "version": KAFKA_VERSION,
                 "listeners": [{"name": "plain", "port": 9092, "type": "internal", "tls": False}],
+                # min.insync.replicas is set per KafkaTopic, not broker-wide: analytics' faust
+                # creates its changelog topics with replication factor 1, which a broker-wide
+                # minimum of 2 would make unwritable (acks=all).
                 "config": {
                     "auto.create.topics.enable": False,
                     "default.replication.factor": KAFKA_REPLICAS,
-                    "min.insync.replicas": KAFKA_MIN_ISR,
                     "offsets.topic.replication.factor": KAFKA_REPLICAS,
                     "transaction.state.log.replication.factor": KAFKA_REPLICAS,
                     "transaction.state.log.min.isr": KAFKA_MIN_ISR,

@@ -221,7 +221,6 @@ def test_strimzi_kafka_is_kraft_with_three_replicas_in_node_pools() -> None:
     assert kafka["spec"]["kafka"]["version"] == "4.1.1"
     config = kafka["spec"]["kafka"]["config"]
     assert config["auto.create.topics.enable"] is False
-    assert config["min.insync.replicas"] == 2
     assert config["transaction.state.log.min.isr"] == 2
     assert "topicOperator" in kafka["spec"]["entityOperator"]
     for pool in pools:
