@@ -14,6 +14,10 @@ class Settings(ServiceSettings):
     service_name: str = "payment"
     database_url: SecretStr = SecretStr(local_database_url("payment"))
     http_port: int = 8004
+    # Gateway calls are slow I/O: apply different orders' commands concurrently (one transaction
+    # per order), so one slow or timing-out call holds up only its own order.
+    consumer_parallel_keys: int = Field(default=32, ge=1, le=256)
+    db_pool_max: int = Field(default=16, ge=1)
 
     # The simulated gateway: its latency, how often it fails transiently, when we stop waiting.
     gateway_latency_ms: int = Field(default=0, ge=0)

@@ -129,6 +129,7 @@ class InboxConsumer:
         poll_ms: int = 200,
         max_attempts: int = 3,
         backoff_ms: int = 100,
+        parallel_keys: int = 1,
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
@@ -142,6 +143,7 @@ class InboxConsumer:
         self._poll_ms = poll_ms
         self._max_attempts = max_attempts
         self._backoff_s = backoff_ms / 1000
+        self._parallel_keys = parallel_keys
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._channel = outbox.notify_channel(service)
@@ -222,6 +224,24 @@ class InboxConsumer:
         return items
 
     async def _apply(self, items: list[_Item]) -> None:
+        """Apply in one transaction, or (parallel_keys > 1) one transaction per record key, run
+        concurrently: a slow handler (a payment gateway call) then delays only its own key."""
+        if self._parallel_keys > 1 and len(items) > 1:
+            groups: dict[bytes | None, list[_Item]] = {}
+            for item in items:
+                groups.setdefault(item.record.key, []).append(item)
+            if len(groups) > 1:
+                gate = asyncio.Semaphore(self._parallel_keys)
+
+                async def one_key(group: list[_Item]) -> None:
+                    async with gate:
+                        await self._apply_together(group)
+
+                await asyncio.gather(*(one_key(g) for g in groups.values()))
+                return
+        await self._apply_together(items)
+
+    async def _apply_together(self, items: list[_Item]) -> None:
         try:
             await self._retrying_infrastructure(lambda: self._transaction(items))
             return

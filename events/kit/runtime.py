@@ -123,6 +123,7 @@ class ServiceRuntime:
                 poll_ms=s.consumer_poll_ms,
                 max_attempts=s.handler_max_attempts,
                 backoff_ms=s.retry_backoff_ms,
+                parallel_keys=s.consumer_parallel_keys,
             )
             await consumer.start()
             self.consumers.append(consumer)

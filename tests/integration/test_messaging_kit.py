@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -20,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from events.envelope import decode_envelope, encode, wrap
 from events.kit import db, outbox
 from events.kit.admin import ensure_topics
-from events.kit.inbox import InboxConsumer
+from events.kit.inbox import HandlerContext, InboxConsumer
 from events.kit.outbox import OutboxRelay
 from events.kit.producer import make_producer
 from tests.integration.kit_support import (
@@ -331,3 +332,56 @@ async def test_members_joining_and_leaving_mid_stream_apply_every_event_exactly_
     assert first.stats.applied > 0
     assert second.stats.applied > 0
     assert first.stats.applied + second.stats.applied == total
+
+
+async def test_with_parallel_keys_a_stalled_handler_holds_up_only_its_own_key(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    name = f"parallel-{types.topic}"
+    release = asyncio.Event()
+    stalled_item = uuid.uuid4()
+    record = recording_handler(types, name)
+
+    async def handler(msg: Any, ctx: HandlerContext) -> Any:
+        if msg.item_id == stalled_item and msg.n == 0:
+            await release.wait()
+        return await record(msg, ctx)
+
+    messages = [types.ItemAdded(item_id=stalled_item, n=n) for n in range(3)]
+    messages += [types.ItemAdded(item_id=uuid.uuid4(), n=100 + n) for n in range(40)]
+    for m in messages:
+        envelope = wrap(m, producer="kittest")
+        await producer.send(types.topic, encode(envelope), key=m.partition_key().encode())
+    await producer.flush()
+    consumer = InboxConsumer(
+        name=name,
+        topics=[types.topic],
+        handlers={types.ItemAdded: handler},
+        registry=types.registry,
+        pool=kit_pool,
+        producer=producer,
+        bootstrap_servers=stack.kafka_bootstrap,  # type: ignore[attr-defined]
+        service="kittest",
+        parallel_keys=8,
+    )
+    async with running(consumer):
+
+        async def others_applied() -> bool:
+            return (await applied_count(kit_pool, name))[0] >= 40
+
+        await eventually(others_applied, timeout=30)
+        stalled = await kit_pool.fetchval(
+            "SELECT count(*) FROM applied WHERE consumer = $1 AND item_id = $2", name, stalled_item
+        )
+        assert stalled == 0
+        release.set()
+
+        async def all_applied() -> bool:
+            return (await applied_count(kit_pool, name))[0] >= 43
+
+        await eventually(all_applied, timeout=30)
+    rows = await kit_pool.fetch(
+        "SELECT n FROM applied WHERE consumer = $1 AND item_id = $2 ORDER BY id", name, stalled_item
+    )
+    assert [r["n"] for r in rows] == [0, 1, 2]
+    assert await applied_count(kit_pool, name) == (43, 43)
