@@ -4,18 +4,19 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := deploy/kafka-libs
-PACKAGES := events deploy order_service inventory_service payment_service catalog_service \
+PACKAGES := events deploy bench order_service inventory_service payment_service catalog_service \
 	analytics_service
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars test lint schemas run infra-up infra-down clean distclean
+.PHONY: help install kafka-jars test lint schemas bench run infra-up infra-down clean distclean
 
 help:
 	@echo "make run         start the whole platform locally, seeded (data in .var/); Ctrl-C stops it"
 	@echo "make test        run the whole test suite (starts its own stack on test ports)"
 	@echo "make lint        ruff check, ruff format --check, mypy --strict, schema compatibility"
 	@echo "make schemas     regenerate events/schemas and events/asyncapi.yaml"
+	@echo "make bench       the platform under load vs a monolith and raw Kafka (bench/results/)"
 	@echo "make infra-up / infra-down   start / stop the local stack"
 	@echo "make install     create .venv and fetch the Kafka jars"
 	@echo "make clean       remove caches; make distclean also .venv, jars and .var data"
@@ -45,6 +46,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict $(PACKAGES) tests
 	$(BIN)/python -m events.schema_tools check
+
+# BENCH_ARGS, e.g. BENCH_ARGS="--rates 100,200,400 --step-s 60" or "--find-max".
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 schemas: $(VENV)/.installed
 	$(BIN)/python -m events.schema_tools export

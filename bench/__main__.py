@@ -1,0 +1,446 @@
+"""Run the benchmark: `make bench` (or `python -m bench --help`).
+
+Starts its own stack on bench-only ports in a fresh folder, the five services, seeds plenty of
+stock, warms up, drives open-loop load over HTTP at each rate of a schedule (or doubles the rate
+until the platform saturates with --find-max), then runs the two baselines on the same machine: a
+monolith (one FastAPI process, one transaction per order) and the raw transport (aiokafka alone).
+Writes bench/results/latest.json and PNG charts, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+
+from bench import transport
+from bench.loadgen import Sent, StepResult, TerminalTracker, open_loop, order_body
+from bench.monolith import prepare
+from deploy.local.services import SERVICES, ServiceSupervisor
+from deploy.local.stack import LocalStack
+from deploy.seed import demo_catalog, initial_stock, seed_platform
+
+RESULTS = Path(__file__).with_name("results")
+STOCK = 1_000_000
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, group in pids.items():
+        total = 0.0
+        for pid in group:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        out[name] = total
+    return out
+
+
+def process_groups(stack: LocalStack, sup: ServiceSupervisor) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {"bench (load generator)": [os.getpid()]}
+    if (kpid := stack.kafka.running_pid()) is not None:
+        groups["kafka"] = [kpid]
+    if (ppid := stack.postgres.running_pid()) is not None:
+        with_children = [ppid]
+        with contextlib.suppress(psutil.Error):
+            with_children += [c.pid for c in psutil.Process(ppid).children(recursive=True)]
+        groups["postgres"] = with_children
+    for svc in SERVICES:
+        if (pid := sup.pid(svc.package)) is not None:
+            groups[svc.package] = [pid]
+    return groups
+
+
+def rss_mb(groups: dict[str, list[int]]) -> dict[str, float]:
+    out = {}
+    for name, pids in groups.items():
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).memory_info().rss
+        out[name] = round(total / 2**20, 1)
+    return out
+
+
+def summarize(step: StepResult, started: float, ended: float, *, sync: bool) -> dict[str, Any]:
+    """Throughput in the step's window, and latency: accepted -> terminal for the saga; for the
+    synchronous monolith (terminal when it answers) from the scheduled send to the answer."""
+    sents = step.sent
+    accepted = [s for s in sents if s.order_id or s.outcome]
+    in_window = [
+        s for s in sents if s.terminal_at is not None and started <= s.terminal_at <= ended
+    ]
+    confirmed = [s for s in in_window if s.outcome == "CONFIRMED"]
+    latency = [
+        (s.terminal_at - (s.scheduled if sync else s.accepted_at)) * 1000
+        for s in sents
+        if s.terminal_at is not None and s.accepted_at is not None
+    ]
+    response = [(s.accepted_at - s.scheduled) * 1000 for s in sents if s.accepted_at is not None]
+    seconds = max(ended - started, 1e-9)
+    outcomes: dict[str, int] = {}
+    for s in sents:
+        key = s.outcome or (f"HTTP {s.status}" if s.status else s.error or "no answer")
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return {
+        "offered_per_s": step.rate,
+        "seconds": round(seconds, 2),
+        "sent": len(sents),
+        "accepted_per_s": round(len(accepted) / step.seconds, 1),
+        "terminal_per_s": round(len(in_window) / seconds, 1),
+        "confirmed_per_s": round(len(confirmed) / seconds, 1),
+        "outcomes": outcomes,
+        "latency_ms": {
+            "p50": pct(latency, 0.50),
+            "p95": pct(latency, 0.95),
+            "p99": pct(latency, 0.99),
+            "max": max(latency) if latency else None,
+        },
+        "http_response_ms_p99": pct(response, 0.99),
+    }
+
+
+async def drive(
+    url: str,
+    rates: list[float],
+    seconds: float,
+    skus: list[str],
+    *,
+    tracker: TerminalTracker | None,
+    groups: dict[str, list[int]],
+    find_max: bool,
+    label: str,
+    accepted_status: int,
+) -> tuple[list[dict[str, Any]], list[Sent]]:
+    rnd = random.Random(7)
+    weights = [1 / (i + 1) ** 0.6 for i in range(len(skus))]
+    steps: list[dict[str, Any]] = []
+    everything: list[Sent] = []
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+        rate_list = list(rates)
+        i = 0
+        while i < len(rate_list):
+            rate = rate_list[i]
+            cpu_before = cpu_seconds(groups)
+            started = time.time()
+            step = await open_loop(
+                client,
+                url,
+                rate,
+                seconds,
+                lambda: order_body(rnd, skus, weights),
+                on_accept=tracker.watch if tracker else None,
+                accepted_status=accepted_status,
+            )
+            if tracker:
+                await tracker.wait_for(step.sent, timeout_s=max(30.0, seconds))
+            ended = max([started + seconds] + [s.terminal_at or 0 for s in step.sent])
+            cpu_after = cpu_seconds(groups)
+            summary = summarize(step, started, ended, sync=tracker is None)
+            confirmed = sum(1 for s in step.sent if s.outcome == "CONFIRMED")
+            summary["cpu_ms_per_order"] = {
+                k: round((cpu_after[k] - cpu_before.get(k, 0)) * 1000 / max(confirmed, 1), 2)
+                for k in cpu_after
+            }
+            steps.append(summary)
+            everything += step.sent
+            print(
+                f"  {label} @ {rate:>6.0f}/s: confirmed {summary['confirmed_per_s']:>7.1f}/s, "
+                f"p99 {summary['latency_ms']['p99'] or 0:>8.1f} ms, outcomes {summary['outcomes']}",
+                flush=True,
+            )
+            saturated = summary["confirmed_per_s"] < 0.85 * rate or (
+                (summary["latency_ms"]["p99"] or 0) > 5000
+            )
+            if find_max and i == len(rate_list) - 1 and not saturated:
+                rate_list.append(rate * 2)
+            i += 1
+    return steps, everything
+
+
+def best(steps: list[dict[str, Any]]) -> float:
+    return max((s["confirmed_per_s"] for s in steps), default=0.0)
+
+
+def charts(series: dict[str, list[Sent]], out: Path, sync: set[str]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(9, 4))
+    fig2, ax2 = plt.subplots(figsize=(9, 4))
+    for name, sents in series.items():
+        done = [s for s in sents if s.terminal_at and s.accepted_at and s.outcome == "CONFIRMED"]
+        if not done:
+            continue
+        t0 = min(s.scheduled for s in sents)
+        buckets: dict[int, list[float]] = {}
+        for s in done:
+            assert s.terminal_at is not None
+            assert s.accepted_at is not None
+            since = s.scheduled if name in sync else s.accepted_at
+            buckets.setdefault(int(s.terminal_at - t0), []).append((s.terminal_at - since) * 1000)
+        xs = sorted(buckets)
+        ax.plot(xs, [len(buckets[x]) for x in xs], label=name)
+        ax2.plot(xs, [pct(buckets[x], 0.99) or 0 for x in xs], label=f"{name} p99")
+        ax2.plot(xs, [pct(buckets[x], 0.5) or 0 for x in xs], label=f"{name} p50", alpha=0.6)
+    ax.set(xlabel="seconds", ylabel="orders confirmed per second", title="Throughput")
+    ax2.set(xlabel="seconds", ylabel="accepted → confirmed (ms)", title="Latency", yscale="log")
+    for a, f, name in ((ax, fig, "throughput.png"), (ax2, fig2, "latency.png")):
+        a.legend()
+        a.grid(alpha=0.3)
+        f.tight_layout()
+        f.savefig(out / name, dpi=100)
+        written.append(str(out / name))
+    return written
+
+
+async def wait_http(url: str, ok: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                if ok(await client.get(url)):
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"{url} not ready within {timeout}s")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(tempfile.mkdtemp(prefix="shop-bench-"))
+    base = args.port_base
+    stack = LocalStack(data, kafka_port=base, kafka_controller_port=base + 1, pg_port=base + 2)
+    ports = {svc.package: base + 10 + i for i, svc in enumerate(SERVICES)}
+    sup = ServiceSupervisor(
+        kafka_bootstrap=stack.kafka.bootstrap,
+        database_url=stack.postgres.database_url,
+        data_dir=data,
+        ports=ports,
+        env={f"{s.prefix}LOG_LEVEL": "WARNING" for s in SERVICES},
+    )
+    monolith: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"starting the stack and services in {data}", flush=True)
+        stack.up(databases=[s.database for s in SERVICES] + ["monolith"])
+        sup.start_all()
+        catalog = demo_catalog(args.products)
+        stock = initial_stock(catalog, STOCK)
+        skus = [s for s, units in stock.items() if units == STOCK]
+        await seed_platform(
+            catalog_url=sup.url("catalog"),
+            kafka=stack.kafka.bootstrap,
+            products=args.products,
+            stock=STOCK,
+        )
+        last = skus[-1]
+        await wait_http(f"{sup.url('order')}/catalog/{last}", lambda r: r.status_code == 200)
+        await wait_http(
+            f"{sup.url('inventory')}/stock/{last}",
+            lambda r: r.status_code == 200 and r.json()["on_hand"] == STOCK,
+        )
+        groups = process_groups(stack, sup)
+        tracker = TerminalTracker(stack.kafka.bootstrap)
+        await tracker.start()
+        print("warming up", flush=True)
+        await drive(
+            f"{sup.url('order')}/orders",
+            [args.warmup_rate],
+            args.warmup_s,
+            skus,
+            tracker=tracker,
+            groups=groups,
+            find_max=False,
+            label="warm-up",
+            accepted_status=202,
+        )
+        print("platform (saga over Kafka)", flush=True)
+        steps, platform_sents = await drive(
+            f"{sup.url('order')}/orders",
+            args.rates,
+            args.step_s,
+            skus,
+            tracker=tracker,
+            groups=groups,
+            find_max=args.find_max,
+            label="platform",
+            accepted_status=202,
+        )
+        peak_rss = rss_mb(groups)
+        lag = await scrape_lag(sup.url("order"))
+        await tracker.stop()
+        sup.stop_all()
+
+        print("baseline 1: monolith (one process, one transaction per order)", flush=True)
+        mono_url = stack.postgres.database_url("monolith")
+        await prepare(mono_url, {p.sku: (p.price, STOCK) for p in catalog})
+        mono_port = base + 30
+        monolith = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.monolith",
+                "--port",
+                str(mono_port),
+                "--database-url",
+                mono_url,
+            ],
+        )
+        await wait_http(
+            f"http://127.0.0.1:{mono_port}/health/ready", lambda r: r.status_code == 200
+        )
+        mono_groups = {
+            "monolith": [monolith.pid],
+            "postgres": groups.get("postgres", []),
+            "bench (load generator)": [os.getpid()],
+        }
+        await drive(
+            f"http://127.0.0.1:{mono_port}/orders",
+            [args.warmup_rate],
+            args.warmup_s,
+            skus,
+            tracker=None,
+            groups=mono_groups,
+            find_max=False,
+            label="warm-up",
+            accepted_status=201,
+        )
+        mono_steps, mono_sents = await drive(
+            f"http://127.0.0.1:{mono_port}/orders",
+            args.rates,
+            args.step_s,
+            skus,
+            tracker=None,
+            groups=mono_groups,
+            find_max=args.find_max,
+            label="monolith",
+            accepted_status=201,
+        )
+
+        print("baseline 2: raw transport (aiokafka alone)", flush=True)
+        raw = await transport.measure(stack.kafka.bootstrap, messages=args.transport_messages)
+        print(f"  produce {raw['produce_per_s']:.0f}/s, consume {raw['consume_per_s']:.0f}/s")
+
+        RESULTS.mkdir(exist_ok=True)
+        pngs = charts(
+            {"platform": platform_sents, "monolith": mono_sents}, RESULTS, sync={"monolith"}
+        )
+        at_500 = next((s for s in steps if s["offered_per_s"] == 500), None)
+        result: dict[str, Any] = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            },
+            "command": "make bench " + " ".join(sys.argv[1:]),
+            "confirmed_per_s": best(steps),
+            "monolith_confirmed_per_s": best(mono_steps),
+            "vs_monolith": round(best(steps) / best(mono_steps), 3) if best(mono_steps) else None,
+            "p99_ms": max((s["latency_ms"]["p99"] or 0) for s in steps) if steps else None,
+            "p99_ms_at_500_per_s": at_500["latency_ms"]["p99"] if at_500 else None,
+            "freshness_p99_ms": None,
+            "export_events_per_s": None,
+            "transport": raw,
+            "vs_transport": round(best(steps) / raw["consume_per_s"], 4),
+            "consumer_lag_after_load": lag,
+            "peak_rss_mb": peak_rss,
+            "platform_steps": steps,
+            "monolith_steps": mono_steps,
+            "charts": pngs,
+            "not_measured": {
+                "freshness_p99_ms": "analytics API freshness probe not wired into the bench yet",
+                "export_events_per_s": "event export arrives with the event-log tools",
+            },
+        }
+        (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+    finally:
+        if monolith is not None:
+            monolith.terminate()
+            monolith.wait(10)
+        sup.stop_all()
+        stack.down()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def scrape_lag(order_url: str) -> float | None:
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            text = (await client.get(f"{order_url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("shop_consumer_lag{")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[50.0, 100.0, 200.0]
+    )
+    parser.add_argument("--step-s", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--find-max", action="store_true", help="double the last rate until saturated"
+    )
+    parser.add_argument("--warmup-rate", type=float, default=20.0)
+    parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument("--products", type=int, default=240)
+    parser.add_argument("--transport-messages", type=int, default=100_000)
+    parser.add_argument("--port-base", type=int, default=27100)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "confirmed_per_s",
+                    "monolith_confirmed_per_s",
+                    "vs_monolith",
+                    "p99_ms",
+                    "vs_transport",
+                )
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

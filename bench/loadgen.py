@@ -1,0 +1,168 @@
+"""Open-loop order load over HTTP, and the Kafka-side tracker that sees each order end.
+
+Open loop: requests are sent on a schedule whatever the answers, so a slow system shows up as
+growing latency instead of a politely slower client (the coordinated-omission trap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+TERMINAL_TYPES = {
+    b"OrderConfirmed": "CONFIRMED",
+    b"OrderRejected": "REJECTED",
+    b"OrderCancelled": "CANCELLED",
+}
+
+
+@dataclass
+class Sent:
+    scheduled: float
+    accepted_at: float | None = None
+    status: int | None = None
+    order_id: str | None = None
+    outcome: str | None = None
+    terminal_at: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class StepResult:
+    rate: float
+    seconds: float
+    sent: list[Sent] = field(default_factory=list)
+
+
+def order_body(
+    rnd: random.Random, skus: Sequence[str], weights: Sequence[float]
+) -> dict[str, object]:
+    lines = {rnd.choices(skus, weights)[0]: rnd.randint(1, 3) for _ in range(rnd.randint(1, 3))}
+    return {
+        "customer_id": f"bench-{rnd.randint(1, 10_000)}",
+        "lines": [{"sku": s, "quantity": q} for s, q in lines.items()],
+        "currency": "USD",
+        "payment_token": "tok_approve",
+    }
+
+
+async def open_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    rate: float,
+    seconds: float,
+    make_body: Callable[[], dict[str, object]],
+    *,
+    on_accept: Callable[[Sent], None] | None = None,
+    accepted_status: int = 202,
+) -> StepResult:
+    """POST at `rate` per second for `seconds`; each request is its own task."""
+    result = StepResult(rate, seconds)
+    tasks: list[asyncio.Task[None]] = []
+    start = time.time()
+
+    async def one(sent: Sent, body: dict[str, object]) -> None:
+        try:
+            r = await client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            sent.error = type(exc).__name__
+            return
+        sent.status = r.status_code
+        sent.accepted_at = time.time()
+        if r.status_code == accepted_status or r.status_code == 200:
+            data = r.json()
+            sent.order_id = data.get("order_id")
+            if data.get("status") in ("CONFIRMED", "REJECTED", "CANCELLED"):
+                sent.outcome = data["status"]
+                sent.terminal_at = sent.accepted_at
+            if on_accept:
+                on_accept(sent)
+
+    n = int(rate * seconds)
+    for i in range(n):
+        at = start + i / rate
+        delay = at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent = Sent(scheduled=at)
+        result.sent.append(sent)
+        tasks.append(asyncio.create_task(one(sent, make_body())))
+    await asyncio.gather(*tasks)
+    return result
+
+
+class TerminalTracker:
+    """Reads order.events from the end and stamps each order's terminal event time."""
+
+    def __init__(self, bootstrap: str, topic: str = "order.events") -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="latest",
+            group_id=None,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.terminal: dict[str, tuple[str, float]] = {}
+        self._waiting: dict[str, Sent] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.seek_to_end()
+        for tp in self._consumer.assignment():
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    def watch(self, sent: Sent) -> None:
+        if sent.order_id is None:
+            return
+        seen = self.terminal.get(sent.order_id)
+        if seen:
+            sent.outcome, sent.terminal_at = seen
+        else:
+            self._waiting[sent.order_id] = sent
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for rec in records:
+                    value = rec.value or b""
+                    start = value.find(b'"type":"')
+                    kind = value[start + 8 : value.find(b'"', start + 8)] if start >= 0 else b""
+                    outcome = TERMINAL_TYPES.get(kind)
+                    if outcome is None:
+                        continue
+                    env = orjson.loads(value)
+                    order_id = env["payload"]["order_id"]
+                    at = _epoch(env["occurred_at"])
+                    self.terminal[order_id] = (outcome, at)
+                    sent = self._waiting.pop(order_id, None)
+                    if sent is not None:
+                        sent.outcome, sent.terminal_at = outcome, at
+
+    async def wait_for(self, sents: Sequence[Sent], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(s.outcome or not s.order_id for s in sents):
+                return
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self._consumer.stop()
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
