@@ -32,6 +32,7 @@ WINDOWED_FACTS = (
     "declined",
 )
 COUNTERS = (*WINDOWED_FACTS, "refunded")
+UNCATEGORISED = "(uncategorised)"
 RANGES_MIN = {"15m": 15, "1h": 60, "24h": 24 * 60}
 
 
@@ -129,7 +130,26 @@ def top_products(c: Mapping[str, int], n: int = 10) -> dict[str, list[dict[str, 
     }
 
 
-def figures(c: Mapping[str, int], latencies: Iterable[int] = ()) -> dict[str, Any]:
+def by_category(c: Mapping[str, int], categories: Mapping[str, str]) -> dict[str, Any]:
+    """Units and revenue per category, by each SKU's current category in the catalog."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(sku: str) -> dict[str, Any]:
+        category = categories.get(sku, UNCATEGORISED)
+        return out.setdefault(category, {"units": 0, "revenue": {}})
+
+    for sku, units in _by_prefix(c, "units:").items():
+        entry(sku)["units"] += units
+    for key, amount in _by_prefix(c, "sku_revenue:").items():
+        sku, currency = key.rsplit(":", 1)
+        revenue = entry(sku)["revenue"]
+        revenue[currency] = revenue.get(currency, 0) + amount
+    return dict(sorted(out.items()))
+
+
+def figures(
+    c: Mapping[str, int], latencies: Iterable[int] = (), categories: Mapping[str, str] = {}
+) -> dict[str, Any]:
     """The reported figures of one window (or of the totals) from its counters."""
     revenue = _by_prefix(c, "revenue:")
     confirmed = c.get("confirmed", 0)
@@ -142,6 +162,7 @@ def figures(c: Mapping[str, int], latencies: Iterable[int] = ()) -> dict[str, An
         if confirmed
         else {},
         "units": sum(_by_prefix(c, "units:").values()),
+        "by_category": by_category(c, categories),
         "payment_decline_rate": ratio(
             c.get("declined", 0), c.get("declined", 0) + c.get("authorized", 0)
         ),
@@ -164,6 +185,12 @@ class Aggregates:
     totals: Counter[str] = field(default_factory=Counter)
     version: int = 0
     horizon: int = 0  # minutes before this are forgotten (pruned)
+    categories: dict[str, str] = field(default_factory=dict)  # SKU -> category, from the catalog
+
+    def categorise(self, sku: str, category: str) -> None:
+        if self.categories.get(sku) != category:
+            self.categories[sku] = category
+            self.version += 1
 
     def replace(self, old: Facts | None, new: Facts | None) -> None:
         """An order's facts changed from old to new."""
@@ -217,7 +244,7 @@ class Aggregates:
             end = start + size_min * MINUTE_MS
             counts, lat = self.window(start, end)
             if any(counts.values()):
-                out.append({"start": start, "end": end, **figures(counts, lat)})
+                out.append({"start": start, "end": end, **figures(counts, lat, self.categories)})
         return out
 
     def summary(self, now_ms: int, range_name: str) -> dict[str, Any]:
@@ -242,8 +269,10 @@ class Aggregates:
             "range": range_name,
             "start": start,
             "end": end,
-            "window": figures(counts, lat) | {"top_products": top_products(counts)},
-            "totals": figures(self.totals) | {"top_products": top_products(self.totals)},
+            "window": figures(counts, lat, self.categories)
+            | {"top_products": top_products(counts)},
+            "totals": figures(self.totals, (), self.categories)
+            | {"top_products": top_products(self.totals)},
             "series": series,
         }
 

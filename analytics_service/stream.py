@@ -26,11 +26,12 @@ from analytics_service.domain import (
 )
 from analytics_service.handlers import ORDER_HANDLERS
 from analytics_service.settings import Settings
-from events.contracts import REGISTRY, LowStockDetected, StockLevelChanged
+from events.contracts import REGISTRY, LowStockDetected, ProductUpserted, StockLevelChanged
 from events.envelope import DecodeError, decode
 from events.kit.admin import ensure_topics
 from events.kit.logging import get_logger
 from events.topics import (
+    CATALOG_PRODUCTS,
     INVENTORY_EVENTS,
     ORDER_EVENTS,
     PAYMENT_EVENTS,
@@ -40,8 +41,8 @@ from events.topics import (
 
 log = get_logger(__name__)
 
-SOURCE_TOPICS = (ORDER_EVENTS, INVENTORY_EVENTS, PAYMENT_EVENTS)
-TABLES = ("orders", "low_stock", "watermarks")
+SOURCE_TOPICS = (ORDER_EVENTS, INVENTORY_EVENTS, PAYMENT_EVENTS, CATALOG_PRODUCTS)
+TABLES = ("orders", "low_stock", "watermarks", "categories")
 
 EVENTS = Counter("analytics_events_total", "Events folded into the analytics.", ["type"])
 LATE = Counter("analytics_late_events_total", "Events past the grace period (totals only).")
@@ -61,6 +62,7 @@ class AnalyticsStream:
         self._orders: Any = None
         self._low_stock: Any = None
         self._watermarks: Any = None
+        self._categories: Any = None
 
     def build(self) -> Any:
         s = self.settings
@@ -87,7 +89,7 @@ class AnalyticsStream:
             "partitions": SAGA_PARTITIONS,
             "use_partitioner": True,
         }
-        self._orders, self._low_stock, self._watermarks = (
+        self._orders, self._low_stock, self._watermarks, self._categories = (
             app.Table(name, **table_options) for name in TABLES
         )
         self._orders.on_recover(self._on_recovered)
@@ -102,6 +104,7 @@ class AnalyticsStream:
         return app
 
     async def _on_recovered(self) -> None:
+        self.aggregates.categories = {k: v for k, v in self._categories.items() if v}
         self.aggregates.rebuild(v for v in self._orders.values() if v)
         RECOVERED.set(len(self._orders))
         self.recovered.set()
@@ -132,6 +135,9 @@ class AnalyticsStream:
                     LATE.inc()
                 self._orders[key] = new
                 self.aggregates.replace(old, new)
+        elif isinstance(msg, ProductUpserted):
+            self._categories[msg.sku] = msg.category
+            self.aggregates.categorise(msg.sku, msg.category)
         elif isinstance(msg, LowStockDetected):
             self._low_stock[msg.sku] = low_stock_detected(msg.available, msg.threshold, ts)
         elif isinstance(msg, StockLevelChanged):

@@ -197,6 +197,20 @@ def test_pruned_minutes_stay_out_even_when_an_old_order_changes_later() -> None:
     assert fold.aggregates.totals["placed"] == 1
 
 
+def test_units_and_revenue_add_up_per_category_by_the_current_catalog() -> None:
+    fold = Fold()
+    oid = uuid.uuid4()
+    fold.apply(placed(oid, [("A", 2, 500), ("B", 1, 300), ("C", 1, 100)]), T0)
+    fold.apply(confirmed(oid, 1400), T0 + 1)
+    fold.aggregates.categorise("A", "toys")
+    fold.aggregates.categorise("B", "toys")
+    (window,) = fold.aggregates.windows(1)
+    assert window["by_category"] == {
+        "(uncategorised)": {"units": 1, "revenue": {"USD": 100}},
+        "toys": {"units": 3, "revenue": {"USD": 1300}},
+    }
+
+
 def test_percentiles_use_the_nearest_rank() -> None:
     values = list(range(1, 101))
     assert (percentile(values, 0.5), percentile(values, 0.9), percentile(values, 0.99)) == (
