@@ -30,8 +30,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def snapshot(stream: AnalyticsStream, range_name: RangeName) -> dict[str, Any]:
-    return {
+Snapshots = dict[str, tuple[tuple[int, int], dict[str, Any]]]
+
+
+def snapshot(stream: AnalyticsStream, range_name: RangeName, cache: Snapshots) -> dict[str, Any]:
+    """What the dashboard shows; computed once per change, range and second however many watch."""
+    key = (stream.aggregates.version, now_ms() // 1000)
+    cached = cache.get(range_name)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    body = {
         "generated_at": now_ms(),
         "ready": stream.recovered.is_set(),
         "version": stream.aggregates.version,
@@ -40,6 +48,8 @@ def snapshot(stream: AnalyticsStream, range_name: RangeName) -> dict[str, Any]:
         **stream.aggregates.summary(now_ms(), range_name),
         "low_stock": stream.low_stock(),
     }
+    cache[range_name] = (key, body)
+    return body
 
 
 def flat_row(window: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +66,7 @@ def flat_row(window: dict[str, Any]) -> dict[str, Any]:
 
 def router(stream: AnalyticsStream) -> APIRouter:
     r = APIRouter(tags=["analytics"])
+    cache: Snapshots = {}
 
     @r.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
@@ -64,7 +75,7 @@ def router(stream: AnalyticsStream) -> APIRouter:
     @r.get("/api/summary")
     async def summary(range: Range = "15m") -> Response:
         """KPIs, per-minute series, top products, low-stock alerts for a time range."""
-        return Response(orjson.dumps(snapshot(stream, range)), media_type="application/json")
+        return Response(orjson.dumps(snapshot(stream, range, cache)), media_type="application/json")
 
     @r.get("/api/windows")
     async def windows(size: Size = 1) -> Response:
@@ -116,12 +127,12 @@ def router(stream: AnalyticsStream) -> APIRouter:
             seen = -1
             quiet_since = time.monotonic()
             interval = stream.settings.push_interval_ms / 1000
-            while not await request.is_disconnected():
+            while not (stream.stopping.is_set() or await request.is_disconnected()):
                 version = stream.aggregates.version
                 if version != seen:
                     seen = version
                     quiet_since = time.monotonic()
-                    data = orjson.dumps(snapshot(stream, range))
+                    data = orjson.dumps(snapshot(stream, range, cache))
                     yield b"event: summary\nid: %d\ndata: %s\n\n" % (version, data)
                 elif time.monotonic() - quiet_since > HEARTBEAT_S:
                     quiet_since = time.monotonic()

@@ -187,6 +187,10 @@ class Aggregates:
     horizon: int = 0  # minutes before this are forgotten (pruned)
     categories: dict[str, str] = field(default_factory=dict)  # SKU -> category, from the catalog
 
+    def touch(self) -> None:
+        """Something shown beside the figures (a low-stock alert) changed."""
+        self.version += 1
+
     def categorise(self, sku: str, category: str) -> None:
         if self.categories.get(sku) != category:
             self.categories[sku] = category
@@ -225,8 +229,12 @@ class Aggregates:
         """Counters and latency samples of the minutes in [start, end)."""
         total: Counter[str] = Counter()
         lat: list[int] = []
-        for minute, counts in self.minutes.items():
-            if start <= minute < end:
+        if (end - start) // MINUTE_MS > len(self.minutes):
+            minutes = sorted(m for m in self.minutes if start <= m < end)
+        else:
+            minutes = [m for m in range(minute_of(start), end, MINUTE_MS) if m >= start]
+        for minute in minutes:
+            if (counts := self.minutes.get(minute)) is not None:
                 total.update(counts)
                 lat += self.latencies.get(minute, [])
         return total, lat

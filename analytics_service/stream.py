@@ -57,6 +57,7 @@ class AnalyticsStream:
         self.settings = settings
         self.aggregates = Aggregates()
         self.recovered = asyncio.Event()
+        self.stopping = asyncio.Event()
         self.grace_ms = settings.grace_s * 1000
         self.app: Any = None
         self._orders: Any = None
@@ -140,6 +141,7 @@ class AnalyticsStream:
             self.aggregates.categorise(msg.sku, msg.category)
         elif isinstance(msg, LowStockDetected):
             self._low_stock[msg.sku] = low_stock_detected(msg.available, msg.threshold, ts)
+            self.aggregates.touch()
         elif isinstance(msg, StockLevelChanged):
             alert = self._low_stock.get(msg.sku)
             if alert is not None:
@@ -148,6 +150,7 @@ class AnalyticsStream:
                     del self._low_stock[msg.sku]
                 else:
                     self._low_stock[msg.sku] = after
+                self.aggregates.touch()
 
     def low_stock(self) -> list[dict[str, Any]]:
         if self._low_stock is None:
@@ -179,6 +182,7 @@ class AnalyticsStream:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Run the faust app until `stopping` is set; prune old minutes as time goes by."""
+        self.stopping = stopping
         app = self.build()
         await self.create_changelogs()
         await app.start()
