@@ -25,10 +25,10 @@ def free_port() -> int:
 
 def e2e_env(prefix: str) -> dict[str, str]:
     env = {
-        "ORDER_STOCK_DEADLINE_S": "20",
-        "ORDER_PAYMENT_DEADLINE_S": "20",
-        "ORDER_CONFIRM_DEADLINE_S": "20",
-        "INVENTORY_RESERVATION_TTL_S": "8",
+        "ORDER_STOCK_DEADLINE_S": "30",
+        "ORDER_PAYMENT_DEADLINE_S": "30",
+        "ORDER_CONFIRM_DEADLINE_S": "30",
+        "INVENTORY_RESERVATION_TTL_S": "12",
         "INVENTORY_EXPIRY_SCAN_MS": "200",
         "PAYMENT_GATEWAY_TIMEOUT_MS": "500",
     }
