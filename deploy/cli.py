@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from analytics_service import cli as analytics_cli
 from deploy import events_cli, platform_cli, seed
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError, run_sync
 from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
@@ -150,6 +151,7 @@ def topics_list(
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
 app.add_typer(events_cli.events_app, name="events")
+app.add_typer(analytics_cli.app, name="analytics")
 app.command("seed")(seed.seed)
 platform_cli.register(app)
 
