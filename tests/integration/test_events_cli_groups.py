@@ -146,6 +146,19 @@ async def test_replay_is_refused_while_the_group_is_live_and_then_reprocesses_wi
         assert plan["members"] == 1
         assert sum(c["current"] or 0 for c in plan["changes"]) == 30
         assert all(c["new"] == 0 for c in plan["changes"])
+        future = await shop(
+            bootstrap,
+            "replay",
+            "--group",
+            group,
+            "--to-time",
+            "2100-01-01T00:00:00Z",
+            "--dry-run",
+            "--json",
+        )
+        assert [(c["current"], c["new"]) for c in only_json(future)["changes"]] == [
+            (c["current"], c["current"] or 0) for c in plan["changes"]
+        ]
         assert live.stats.applied == 30
 
     assert sum((await groups.committed(bootstrap, group)).values()) == 30
