@@ -67,7 +67,7 @@ def record_to_dict(record: LogRecord) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             exact = False
         if exact:
-            line["value"] = parsed
+            line["value"] = orjson.Fragment(value)  # already exact JSON: copied, not re-encoded
         else:
             line["value_b64"] = base64.b64encode(value).decode()
     return line
