@@ -548,6 +548,20 @@ def drive_dashboard(platform: ServiceSupervisor, sku: str, tmp_path: Path) -> No
         assert after["marker"] == "same page", "the page was reloaded"
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "analytics-dashboard.png"))
+
+        def minutes_shown() -> int:
+            count: int = driver.execute_script(
+                "return Chart.getChart('orders-chart').data.labels.length;"
+            )
+            return count
+
+        assert minutes_shown() == 15
+        driver.execute_script("document.querySelector('[data-range=\"1h\"]').click();")
+        deadline = time.monotonic() + 15
+        while minutes_shown() != 60:
+            assert time.monotonic() < deadline, "the 1 hour range never showed"
+            time.sleep(0.1)
+        assert state()["marker"] == "same page", "changing the range reloaded the page"
         logs = driver.get_log("browser")  # type: ignore[no-untyped-call]
         errors = [e for e in logs if e["level"] in ("SEVERE", "ERROR")]
         assert errors == []
