@@ -23,6 +23,7 @@ from events.topics import PAYMENT_COMMANDS, PAYMENT_EVENTS, spec
 from payment_service.app import build
 from payment_service.gateway import SimulatedGateway
 from payment_service.settings import Settings
+from tests.integration.kit_support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +55,23 @@ async def service(stack: Any, gateway: SimulatedGateway) -> AsyncIterator[Servic
     )
     runtime = build(settings, gateway=gateway)
     await runtime.start(http=False)
+    # The shared payment.commands topic may hold other tests' commands; let the service apply
+    # that backlog first, so the tests' counts of gateway charges see only their own orders.
+    await eventually(lambda: caught_up(runtime), timeout=60)
     yield runtime
     await runtime.stop()
+
+
+async def caught_up(runtime: ServiceRuntime) -> bool:
+    consumer = runtime.consumers[0].kafka
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    ends = await consumer.end_offsets(list(assigned))
+    for tp, end in ends.items():
+        if end and (await consumer.committed(tp) or 0) < end:
+            return False
+    return True
 
 
 @pytest.fixture(scope="module")
