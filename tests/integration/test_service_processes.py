@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,7 +34,7 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("package", sorted(SERVICES))
 async def test_service_process_serves_health_and_metrics_and_stops_on_sigterm(
-    stack: object, package: str
+    stack: object, package: str, tmp_path: Path
 ) -> None:
     prefix = SERVICES[package]
     port = free_port()
@@ -42,9 +43,11 @@ async def test_service_process_serves_health_and_metrics_and_stops_on_sigterm(
         f"{prefix}DATABASE_URL": stack.database_url(f"proc_{package}"),  # type: ignore[attr-defined]
         f"{prefix}HTTP_PORT": str(port),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", package], env=env, stderr=subprocess.PIPE, text=True
-    )
+    # The log goes to a file, not a pipe: a service replaying a long shared log writes more than a
+    # pipe holds before anyone reads it, and would block on its own logging.
+    log_file = tmp_path / f"{package}.log"
+    with log_file.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", package], env=env, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=2.0) as client:
@@ -66,6 +69,7 @@ async def test_service_process_serves_health_and_metrics_and_stops_on_sigterm(
         assert "shop_outbox_backlog" in metrics.text
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        stderr = log_file.read_text()
     assert proc.returncode == 0, stderr[-2000:]
     assert '"event": "service stopped"' in stderr
