@@ -7,16 +7,17 @@ Run as a script it is a consumer process that a test can SIGKILL mid-batch:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import asyncpg
 
-from events.kit.inbox import Handler, HandlerContext
+from events.kit.inbox import Handler, HandlerContext, InboxConsumer
 from events.messages import Event, Message, Registry
 from events.topics import TopicSpec
 
@@ -90,6 +91,19 @@ def recording_handler(
         return [types.ItemCounted(item_id=item_id, n=n)]
 
     return handle
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: InboxConsumer) -> AsyncIterator[InboxConsumer]:
+    """Start a consumer's loop for the block, then stop and close it."""
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        await consumer.close()
 
 
 async def eventually(

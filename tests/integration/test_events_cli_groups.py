@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,16 +15,12 @@ from typer.testing import CliRunner, Result
 from deploy.cli import app
 from deploy.eventlog import groups, reader
 from events.envelope import encode, headers_for, wrap
-from events.kit import db
-from events.kit.admin import ensure_topics
 from events.kit.inbox import InboxConsumer
-from events.kit.producer import make_producer
 from tests.integration.kit_support import (
-    CREATE_APPLIED,
     KitTypes,
     eventually,
-    kit_types,
     recording_handler,
+    running,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,29 +38,8 @@ def only_json(result: Result) -> Any:
 
 
 @pytest.fixture(scope="module")
-async def pool(stack: Any) -> AsyncIterator[asyncpg.Pool]:
-    url = stack.database_url("events_cli_tests")
-    await db.ensure_database(url)
-    p = await db.create_pool(url, min_size=1, max_size=4)
-    await db.apply_migrations(p)
-    await p.execute(CREATE_APPLIED)
-    yield p
-    await p.close()
-
-
-@pytest.fixture(scope="module")
-async def producer(stack: Any) -> AsyncIterator[AIOKafkaProducer]:
-    p = make_producer(stack.kafka_bootstrap, client_id="events-cli-tests")
-    await p.start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-async def types(stack: Any) -> KitTypes:
-    t = kit_types(f"evcli.{uuid.uuid4().hex[:10]}")
-    await ensure_topics(stack.kafka_bootstrap, t.specs)
-    return t
+def pool(kit_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return kit_pool
 
 
 def consumer(
@@ -90,18 +63,6 @@ def consumer(
         max_attempts=2,
         consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
     )
-
-
-@contextlib.asynccontextmanager
-async def running(c: InboxConsumer) -> AsyncIterator[InboxConsumer]:
-    await c.start()
-    task = asyncio.create_task(c.run())
-    try:
-        yield c
-    finally:
-        c.stop()
-        await asyncio.wait_for(task, 15)
-        await c.close()
 
 
 async def publish(producer: AIOKafkaProducer, types: KitTypes, n: int) -> None:

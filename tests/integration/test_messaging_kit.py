@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,60 +18,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from events.envelope import decode_envelope, encode, wrap
-from events.kit import db, outbox
-from events.kit.admin import ensure_topics
+from events.kit import outbox
 from events.kit.inbox import HandlerContext, InboxConsumer
 from events.kit.outbox import OutboxRelay
-from events.kit.producer import make_producer
 from tests.integration.kit_support import (
-    CREATE_APPLIED,
     KitTypes,
     eventually,
-    kit_types,
     recording_handler,
+    running,
 )
 
 pytestmark = pytest.mark.integration
 
 WORKER = Path(__file__).with_name("kit_support.py")
-
-
-@pytest.fixture(scope="module")
-async def kit_pool(stack: object) -> AsyncIterator[asyncpg.Pool]:
-    url = stack.database_url("kit_tests")  # type: ignore[attr-defined]
-    await db.ensure_database(url)
-    pool = await db.create_pool(url, min_size=1, max_size=6)
-    await db.apply_migrations(pool)
-    await pool.execute(CREATE_APPLIED)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-async def producer(stack: object) -> AsyncIterator[AIOKafkaProducer]:
-    p = make_producer(stack.kafka_bootstrap, client_id="kit-tests")  # type: ignore[attr-defined]
-    await p.start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-async def types(stack: object) -> KitTypes:
-    t = kit_types(f"kit.{uuid.uuid4().hex[:10]}")
-    await ensure_topics(stack.kafka_bootstrap, t.specs)  # type: ignore[attr-defined]
-    return t
-
-
-@contextlib.asynccontextmanager
-async def running(consumer: InboxConsumer) -> AsyncIterator[InboxConsumer]:
-    await consumer.start()
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield consumer
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
-        await consumer.close()
 
 
 def inbox_consumer(
@@ -259,7 +217,7 @@ async def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twi
         await producer.send(types.topic, encode(envelope), key=envelope.correlation_id.encode())
     await producer.flush()
     group = f"killed-{types.topic}"
-    url = stack.database_url("kit_tests")  # type: ignore[attr-defined]
+    url = stack.database_url("kit_messaging_kit")  # type: ignore[attr-defined]
     args = [sys.executable, str(WORKER), stack.kafka_bootstrap, url, types.topic, group]  # type: ignore[attr-defined]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
 

@@ -1,0 +1,45 @@
+"""Fixtures the messaging-kit style integration tests share: a migrated database with the
+`applied` table, a producer, and message types on a fresh topic of the test's own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from events.kit import db
+from events.kit.admin import ensure_topics
+from events.kit.producer import make_producer
+from tests.integration.kit_support import CREATE_APPLIED, KitTypes, kit_types
+
+
+@pytest.fixture(scope="module")
+async def kit_pool(stack: Any, request: pytest.FixtureRequest) -> AsyncIterator[asyncpg.Pool]:
+    """A database of the test module's own, migrated, with the `applied` table."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    url = stack.database_url(f"kit_{module}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=6)
+    await db.apply_migrations(pool)
+    await pool.execute(CREATE_APPLIED)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def producer(stack: Any) -> AsyncIterator[AIOKafkaProducer]:
+    p = make_producer(stack.kafka_bootstrap, client_id="kit-tests")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+async def types(stack: Any) -> KitTypes:
+    t = kit_types(f"kit.{uuid.uuid4().hex[:10]}")
+    await ensure_topics(stack.kafka_bootstrap, t.specs)
+    return t
