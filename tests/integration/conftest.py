@@ -1,5 +1,6 @@
-"""Fixtures the messaging-kit style integration tests share: a migrated database with the
-`applied` table, a producer, and message types on a fresh topic of the test's own."""
+"""Fixtures the integration tests share: for kit-style tests a migrated database with the
+`applied` table, a producer and message types on a fresh topic of the test's own; for whole-platform
+tests, HTTP clients to each service of the module's `platform` fixture."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from deploy.local.services import SERVICES, ServiceSupervisor
 from events.kit import db
 from events.kit.admin import ensure_topics
 from events.kit.producer import make_producer
@@ -43,3 +46,17 @@ async def types(stack: Any) -> KitTypes:
     t = kit_types(f"kit.{uuid.uuid4().hex[:10]}")
     await ensure_topics(stack.kafka_bootstrap, t.specs)
     return t
+
+
+@pytest.fixture
+async def http(platform: ServiceSupervisor) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """A client per service of the module's platform, by short name (order, catalog, ...)."""
+    clients = {
+        s.database: httpx.AsyncClient(base_url=platform.url(s.database), timeout=10.0)
+        for s in SERVICES
+    }
+    try:
+        yield clients
+    finally:
+        for c in clients.values():
+            await c.aclose()

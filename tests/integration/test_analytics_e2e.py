@@ -12,7 +12,7 @@ import shutil
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,17 +58,6 @@ def platform(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield supervisor
     finally:
         supervisor.stop_all()
-
-
-@pytest.fixture
-async def http(platform: ServiceSupervisor) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    names = ("order", "catalog", "inventory", "analytics")
-    clients = {n: httpx.AsyncClient(base_url=platform.url(n), timeout=10.0) for n in names}
-    try:
-        yield clients
-    finally:
-        for c in clients.values():
-            await c.aclose()
 
 
 @pytest.fixture(scope="module")

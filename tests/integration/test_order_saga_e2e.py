@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,17 +21,6 @@ pytestmark = pytest.mark.integration
 def platform(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceSupervisor]:
     with running_platform(stack, tmp_path_factory.mktemp("platform")) as supervisor:
         yield supervisor
-
-
-@pytest.fixture
-async def http(platform: ServiceSupervisor) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    names = ("order", "catalog", "inventory", "payment")
-    clients = {n: httpx.AsyncClient(base_url=platform.url(n), timeout=10.0) for n in names}
-    try:
-        yield clients
-    finally:
-        for c in clients.values():
-            await c.aclose()
 
 
 async def product(http: dict[str, httpx.AsyncClient], stock: int, price: int = 1250) -> str:

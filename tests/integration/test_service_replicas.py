@@ -11,7 +11,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,6 @@ def platform(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield supervisor
     finally:
         supervisor.stop_all()
-
-
-@pytest.fixture
-async def http(platform: ServiceSupervisor) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    names = ("order", "catalog", "inventory", "payment")
-    clients = {n: httpx.AsyncClient(base_url=platform.url(n), timeout=10.0) for n in names}
-    try:
-        yield clients
-    finally:
-        for c in clients.values():
-            await c.aclose()
 
 
 def assigned_partitions(log: Path) -> int | None:
@@ -135,7 +124,11 @@ async def test_killing_an_inventory_replica_mid_load_loses_no_order_and_no_stock
         placed[r.json()["order_id"]] = (sku, quantity)
 
     first = asyncio.gather(*(place(i) for i in range(30)))
-    await asyncio.sleep(0.3)
+
+    async def load_under_way() -> bool:
+        return len(placed) >= 5
+
+    await wait_until(load_under_way, timeout=30, interval=0.02)
     victim = 1
     platform.kill("inventory", replica=victim)
     await first
