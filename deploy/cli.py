@@ -22,7 +22,7 @@ from deploy.local.postgres import DEFAULT_PORT as PG_PORT
 from deploy.local.stack import SERVICE_DATABASES, LocalStack
 from deploy.local.topics import TopicError, ensure_topics, list_topics
 from events.kit.settings import LOCAL_KAFKA
-from events.topics import all_topics
+from events.topics import all_topics, replication_for
 
 console = Console()
 err_console = Console(stderr=True)
@@ -65,18 +65,33 @@ def infra_up(
         int | None, typer.Option(help="KRaft controller port [default: Kafka port + 1].")
     ] = None,
     pg_port: Annotated[int, typer.Option(help="PostgreSQL port.")] = PG_PORT,
+    brokers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=9,
+            help="Kafka nodes in one KRaft cluster, on consecutive ports (node i: Kafka port "
+            "+ 2(i-1), its controller next to it); from 3 on, topics get 3 replicas and "
+            "min.insync.replicas 2.",
+        ),
+    ] = 1,
     data: DataDir = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120,
 ) -> None:
     """Start Kafka and PostgreSQL (or find them running), then create databases and topics."""
-    stack = LocalStack(data, kafka_port, kafka_controller_port, pg_port)
+    stack = LocalStack(data, kafka_port, kafka_controller_port, pg_port, brokers=brokers)
     with console.status("starting") as spinner:
         report = stack.up(timeout=timeout, step=lambda msg: spinner.update(f"{msg}…"))
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("Kafka", f"{stack.kafka.bootstrap}  (log {_show_path(stack.kafka.server_log)})")
+    for node in stack.kafka.nodes:
+        label = "Kafka" if brokers == 1 else f"Kafka node {node.node_id}"
+        table.add_row(label, f"{node.bootstrap}  (log {_show_path(node.server_log)})")
+    if brokers > 1:
+        rf, min_isr = replication_for(brokers)
+        table.add_row("Replication", f"{rf} replicas, min.insync.replicas {min_isr}")
     pg = stack.postgres
     table.add_row("PostgreSQL", f"{pg.admin_url}  (log {_show_path(pg.log_file)})")
     table.add_row("Databases", ", ".join(SERVICE_DATABASES))
@@ -113,7 +128,10 @@ def infra_status(data: DataDir = DEFAULT_DATA_DIR) -> None:
 @topics_app.command("create")
 def topics_create(
     bootstrap: Bootstrap = LOCAL_KAFKA,
-    replication_factor: Annotated[int, typer.Option(min=1)] = 1,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(min=1, help="[default: min(3, brokers in the cluster)]", show_default=False),
+    ] = None,
 ) -> None:
     """Create the declared topics that are missing; existing ones are left alone."""
     specs = all_topics()
@@ -131,12 +149,16 @@ def topics_list(
     """List the topics on the broker, and the declared ones it lacks."""
     declared = {s.name: s for s in all_topics()}
     present = run_sync(list_topics(bootstrap, internal=internal))
-    table = Table("topic", "partitions", "declared", "leaders")
+    table = Table("topic", "partitions", "replicas", "declared", "leaders")
     for t in present:
         spec = declared.get(t.name)
+        replicas = str(t.replicas)
+        if t.under_replicated:
+            replicas += f" [yellow]({t.under_replicated} under-replicated)[/yellow]"
         table.add_row(
             t.name,
             str(t.partitions),
+            replicas,
             f"{spec.kind}, {_plural(spec.partitions, 'partition')}"
             if spec
             else "[yellow]no[/yellow]",
@@ -144,7 +166,7 @@ def topics_list(
         )
     names = {t.name for t in present}
     for name in sorted(set(declared) - names):
-        table.add_row(name, "-", "[red]missing on broker[/red]", "-")
+        table.add_row(name, "-", "-", "[red]missing on broker[/red]", "-")
     console.print(table)
 
 

@@ -12,6 +12,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from events.messages import Message, Registry
 from events.upcasting import UPCASTERS, UpcastError, Upcasters
 
+# The largest legitimate record (an order of 100 lines, a product with a 5,000-character
+# description) is a few tens of KiB; anything far bigger is refused before it is parsed.
+MAX_RECORD_BYTES = 256 * 1024
+
 
 class DecodeError(ValueError):
     """The bytes are not a valid envelope, or its payload does not fit its type."""
@@ -68,12 +72,20 @@ def encode(envelope: Envelope) -> bytes:
 def decode_envelope(raw: bytes | None) -> Envelope:
     if raw is None:
         raise DecodeError("empty record value")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise DecodeError(f"record of {len(raw)} bytes is over the {MAX_RECORD_BYTES}-byte limit")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DecodeError(
+            "invalid envelope: (root): Input should be a valid dictionary, "
+            f"not {type(data).__name__}"
+        )
     try:
-        return Envelope.model_validate(data)
+        # Strict JSON validation: 1 is not a time nor true a version (lax mode would coerce them).
+        return Envelope.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise DecodeError(f"invalid envelope: {_first_error(exc)}") from None
 
@@ -81,7 +93,11 @@ def decode_envelope(raw: bytes | None) -> Envelope:
 def open_envelope(
     envelope: Envelope, registry: Registry, upcasters: Upcasters = UPCASTERS
 ) -> Message:
-    """Validate the payload against the model its type names, upcast first if it is older."""
+    """Validate the payload against the model its type names, upcast first if it is older.
+
+    Validation is strict JSON: a string "3" or a float 3.0 for an integer, or true for a number,
+    is a producer's bug, refused here rather than coerced into a plausible message.
+    """
     try:
         model = registry.get(envelope.type)
     except LookupError as exc:
@@ -100,7 +116,12 @@ def open_envelope(
         except UpcastError as exc:
             raise DecodeError(str(exc)) from None
     try:
-        return model.model_validate(payload)
+        # orjson reads 1,024 levels of nesting but writes only 254: too deep is invalid too.
+        as_json = orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        raise DecodeError(f"invalid {envelope.type} payload: {exc}") from None
+    try:
+        return model.model_validate_json(as_json, strict=True)
     except ValidationError as exc:
         raise DecodeError(f"invalid {envelope.type} payload: {_first_error(exc)}") from None
 

@@ -37,6 +37,22 @@ class TopicSpec:
         return cfg
 
 
+# A cluster of three or more brokers: every topic on three of them, and a write acknowledged
+# (acks=all) once two hold it, so one broker may be lost without losing or refusing a write.
+CLUSTER_REPLICATION_FACTOR = 3
+CLUSTER_MIN_ISR = 2
+
+
+def min_insync_for(replication_factor: int) -> int:
+    return CLUSTER_MIN_ISR if replication_factor >= CLUSTER_REPLICATION_FACTOR else 1
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """Replication factor and min.insync.replicas of topics on a cluster of `brokers` nodes."""
+    rf = max(1, min(CLUSTER_REPLICATION_FACTOR, brokers))
+    return rf, min_insync_for(rf)
+
+
 def dlq_name(topic: str) -> str:
     return f"{topic}.dlq"
 

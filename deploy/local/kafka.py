@@ -1,6 +1,10 @@
-"""A single-node Apache Kafka broker in KRaft mode (broker and controller in one JVM), run from the
-jars that `make kafka-jars` copies into deploy/kafka-libs. Its log survives restarts: storage is
+"""Apache Kafka in KRaft mode, run from the jars that `make kafka-jars` copies into
+deploy/kafka-libs: one node (broker and controller in one JVM), or a cluster of N such nodes that
+vote in one controller quorum (`shop infra up --brokers 3`). Logs survive restarts: storage is
 formatted once and the cluster id is kept beside it.
+
+A single node keeps its files in the Kafka folder itself (`.var/kafka`); node i of a larger cluster
+in `node-i` under it, on the client port base + 2(i-1) and the controller port next to it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from deploy.local.common import (
     terminate,
     wait_for,
 )
+from events.topics import replication_for
 
 DEFAULT_PORT = 9092
 DEFAULT_LIBS_DIR = REPO_ROOT / "deploy" / "kafka-libs"
@@ -104,6 +109,12 @@ class KafkaBroker:
     host: str = "127.0.0.1"
     libs_dir: Path = DEFAULT_LIBS_DIR
     heap: str = "512m"
+    node_id: int = NODE_ID
+    # controller.quorum.voters of the whole cluster; None: this node alone.
+    voters: str | None = None
+    # Nodes in the cluster: sets the replication of internal topics and the default min ISR.
+    cluster_size: int = 1
+    name: str = "kafka"
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_start: int = field(default=0, init=False, repr=False)
 
@@ -141,10 +152,11 @@ class KafkaBroker:
 
     def config(self) -> dict[str, str]:
         listeners = f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.cport}"
+        rf, min_isr = (str(n) for n in replication_for(self.cluster_size))
         return {
             "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            "controller.quorum.voters": f"{NODE_ID}@{self.host}:{self.cport}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"{self.node_id}@{self.host}:{self.cport}",
             "controller.listener.names": "CONTROLLER",
             "listeners": listeners,
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
@@ -152,16 +164,17 @@ class KafkaBroker:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.log_dirs),
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
-            # Fewer internal partitions than the default 50: one node, two cores.
+            # One node: 1 everywhere (else transactions hang). Three or more: RF 3, min ISR 2.
+            "default.replication.factor": rf,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": rf,
+            # Fewer internal partitions than the default 50: a few nodes, two cores.
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "10",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
@@ -250,10 +263,10 @@ class KafkaBroker:
         address = self._recorded_bootstrap()
         pid = self.running_pid()
         if pid is None:
-            return ServiceStatus("kafka", address, None, healthy=False, detail="not running")
+            return ServiceStatus(self.name, address, None, healthy=False, detail="not running")
         healthy = broker_ready(address)
         detail = "answers metadata requests" if healthy else "running but not answering"
-        return ServiceStatus("kafka", address, pid, healthy=healthy, detail=detail)
+        return ServiceStatus(self.name, address, pid, healthy=healthy, detail=detail)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -294,3 +307,146 @@ class KafkaBroker:
         if done.returncode != 0:
             output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
             raise InfraError(f"formatting Kafka storage in {self.log_dirs} failed:\n{output}")
+
+
+CLUSTER_HEAP = "384m"
+
+
+@dataclass
+class KafkaCluster:
+    """N local KRaft nodes (each broker and controller) forming one cluster; N = 1 is the single
+    node of KafkaBroker, in data_dir itself. Node i listens on port + 2(i-1), its controller on
+    controller port + 2(i-1); all of them vote in the controller quorum."""
+
+    data_dir: Path = DEFAULT_DATA_DIR / "kafka"
+    brokers: int = 1
+    port: int = DEFAULT_PORT
+    controller_port: int | None = None
+    host: str = "127.0.0.1"
+    libs_dir: Path = DEFAULT_LIBS_DIR
+    heap: str | None = None  # 512m for one node, CLUSTER_HEAP each for more
+    nodes: list[KafkaBroker] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.brokers < 1:
+            raise InfraError("a Kafka cluster has at least one broker")
+        cport = self.controller_port if self.controller_port is not None else self.port + 1
+        heap = self.heap or ("512m" if self.brokers == 1 else CLUSTER_HEAP)
+        ids = range(1, self.brokers + 1)
+        step = {i: 2 * (i - 1) for i in ids}
+        voters = ",".join(f"{i}@{self.host}:{cport + step[i]}" for i in ids)
+        self.nodes = [
+            KafkaBroker(
+                data_dir=self.data_dir if self.brokers == 1 else self.data_dir / f"node-{i}",
+                port=self.port + step[i],
+                controller_port=cport + step[i],
+                host=self.host,
+                libs_dir=self.libs_dir,
+                heap=heap,
+                node_id=i,
+                voters=voters,
+                cluster_size=self.brokers,
+                name="kafka" if self.brokers == 1 else f"kafka-{i}",
+            )
+            for i in ids
+        ]
+
+    @classmethod
+    def recorded_size(cls, data_dir: Path) -> int:
+        """The number of brokers `shop infra up` last started from data_dir; 1 if none."""
+        try:
+            return int(json.loads((data_dir / "cluster.json").read_text())["brokers"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return 1
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node, so a client starts even while one of them is down."""
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    @property
+    def cport(self) -> int:
+        return self.nodes[0].cport
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port the cluster listens on: clients and controllers."""
+        return [p for n in self.nodes for p in (n.port, n.cport)]
+
+    @property
+    def server_log(self) -> Path:
+        return self.nodes[0].server_log
+
+    def node(self, node_id: int) -> KafkaBroker:
+        return self.nodes[node_id - 1]
+
+    def running_pid(self) -> int | None:
+        """The first running node's pid (the only one for a single node)."""
+        return next((p for p in self.running_pids() if p is not None), None)
+
+    def running_pids(self) -> list[int | None]:
+        return [n.running_pid() for n in self.nodes]
+
+    def launch(self) -> None:
+        """Spawn every node that does not run yet; does not wait for them."""
+        recorded = self.recorded_size(self.data_dir)
+        if recorded != self.brokers:
+            other = KafkaCluster(self.data_dir, recorded, self.port, self.controller_port)
+            if any(p is not None for p in other.running_pids()):
+                raise InfraError(
+                    f"a {recorded}-broker Kafka from {self.data_dir} is running; "
+                    "stop it first (shop infra down)"
+                )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.brokers > 1:
+            self._share_cluster_id()
+        (self.data_dir / "cluster.json").write_text(
+            json.dumps({"brokers": self.brokers, "bootstrap": self.bootstrap})
+        )
+        for n in self.nodes:
+            n.launch()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Every node answers, and the cluster's metadata lists all of them."""
+        for n in self.nodes:
+            n.wait_ready(timeout)
+        if self.brokers > 1:
+            what = f"{self.brokers} brokers registered in {self.bootstrap}"
+            wait_for(lambda: self.live_brokers() >= self.brokers, timeout=timeout, what=what)
+
+    def start(self, timeout: float = 120) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def live_brokers(self) -> int:
+        return run_sync(live_broker_count(self.bootstrap))
+
+    def stop(self, timeout: float = 60) -> dict[str, bool]:
+        """Stop every node; says which were running."""
+        return {n.name: n.stop(timeout) for n in self.nodes}
+
+    def status(self) -> list[ServiceStatus]:
+        return [n.status() for n in self.nodes]
+
+    def _share_cluster_id(self) -> None:
+        """Nodes of one cluster are formatted with one cluster id, kept beside them."""
+        id_file = self.data_dir / "cluster.id"
+        if not id_file.exists():
+            id_file.write_text(new_cluster_id() + "\n")
+        for n in self.nodes:
+            n.data_dir.mkdir(parents=True, exist_ok=True)
+            node_id = n.data_dir / "cluster.id"
+            if not node_id.exists():
+                shutil.copyfile(id_file, node_id)
+
+
+async def live_broker_count(bootstrap: str, timeout_ms: int = 3000) -> int:
+    """Brokers in the cluster's metadata (registered and not fenced); 0 when unreachable."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await admin.start()
+        return len((await admin.describe_cluster()).get("brokers", []))
+    except Exception:
+        return 0
+    finally:
+        await admin.close()

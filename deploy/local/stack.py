@@ -8,11 +8,11 @@ from pathlib import Path
 
 from deploy.local.common import DEFAULT_DATA_DIR, ServiceStatus, ensure_port_free, run_sync
 from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
-from deploy.local.kafka import KafkaBroker
+from deploy.local.kafka import KafkaCluster
 from deploy.local.postgres import DEFAULT_PORT as PG_PORT
 from deploy.local.postgres import LocalPostgres
 from deploy.local.topics import TopicsReport, ensure_topics
-from events.topics import TopicSpec, all_topics
+from events.topics import TopicSpec, all_topics, replication_for
 
 SERVICE_DATABASES = ("order", "inventory", "payment", "catalog", "analytics")
 
@@ -27,12 +27,16 @@ class LocalStack:
     kafka_port: int = KAFKA_PORT
     kafka_controller_port: int | None = None
     pg_port: int = PG_PORT
-    kafka: KafkaBroker = field(init=False)
+    # Kafka nodes; None: as many as were last started from data_dir (1 the first time).
+    brokers: int | None = None
+    kafka: KafkaCluster = field(init=False)
     postgres: LocalPostgres = field(init=False)
 
     def __post_init__(self) -> None:
-        self.kafka = KafkaBroker(
-            data_dir=self.data_dir / "kafka",
+        kafka_dir = self.data_dir / "kafka"
+        self.kafka = KafkaCluster(
+            data_dir=kafka_dir,
+            brokers=self.brokers or KafkaCluster.recorded_size(kafka_dir),
             port=self.kafka_port,
             controller_port=self.kafka_controller_port,
         )
@@ -58,19 +62,21 @@ class LocalStack:
         self.kafka.wait_ready(timeout)
         step("creating topics")
         specs = all_topics() if topics is None else list(topics)
-        return run_sync(ensure_topics(self.kafka.bootstrap, specs))
+        rf = replication_for(self.kafka.brokers)[0]
+        return run_sync(ensure_topics(self.kafka.bootstrap, specs, replication_factor=rf))
 
     def preflight(self) -> None:
         """Fail before starting anything when a port the stack needs is taken."""
-        if self.kafka.running_pid() is None:
-            ensure_port_free(self.kafka.host, self.kafka.port, "Kafka")
-            ensure_port_free(self.kafka.host, self.kafka.cport, "Kafka controller")
+        for node in self.kafka.nodes:
+            if node.running_pid() is None:
+                ensure_port_free(node.host, node.port, node.name)
+                ensure_port_free(node.host, node.cport, f"{node.name} controller")
         if self.postgres.running_pid() is None:
             ensure_port_free(self.postgres.host, self.postgres.port, "PostgreSQL")
 
     def down(self) -> dict[str, bool]:
-        """Stop both; says which of them were running."""
-        return {"kafka": self.kafka.stop(), "postgres": self.postgres.stop()}
+        """Stop Kafka's nodes and PostgreSQL; says which of them were running."""
+        return self.kafka.stop() | {"postgres": self.postgres.stop()}
 
     def status(self) -> list[ServiceStatus]:
-        return [self.kafka.status(), self.postgres.status()]
+        return [*self.kafka.status(), self.postgres.status()]
