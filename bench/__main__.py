@@ -30,7 +30,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 
 from bench import transport
-from bench.loadgen import Sent, StepResult, TerminalTracker, open_loop, order_body
+from bench.loadgen import Customers, Sent, StepResult, TerminalTracker, open_loop, order_body
 from bench.monolith import prepare
 from deploy.eventlog.transfer import export
 from deploy.local.services import SERVICES, ServiceSupervisor
@@ -141,6 +141,7 @@ async def drive(
 ) -> tuple[list[dict[str, Any]], list[Sent]]:
     rnd = random.Random(7)
     weights = [1 / (i + 1) ** 0.6 for i in range(len(skus))]
+    customers = Customers()
     steps: list[dict[str, Any]] = []
     everything: list[Sent] = []
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -156,7 +157,7 @@ async def drive(
                 url,
                 rate,
                 seconds,
-                lambda: order_body(rnd, skus, weights),
+                lambda: order_body(rnd, skus, weights, customers),
                 on_accept=tracker.watch if tracker else None,
                 accepted_status=accepted_status,
             )

@@ -7,6 +7,7 @@ growing latency instead of a politely slower client (the coordinated-omission tr
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
+
+from events.kit.auth import mint_token
+from events.kit.settings import DEV_SIGNING_KEY
 
 TERMINAL_TYPES = {
     b"OrderConfirmed": "CONFIRMED",
@@ -41,16 +45,35 @@ class StepResult:
     sent: list[Sent] = field(default_factory=list)
 
 
+# An order's JSON body and its headers (the customer's bearer token).
+OrderRequest = tuple[dict[str, object], dict[str, str]]
+
+
+class Customers:
+    """Bearer tokens of `count` customers, minted once with the platform's signing key (the
+    development key unless SHOP_AUTH_SIGNING_KEY is set, as for the services)."""
+
+    def __init__(self, count: int = 2_000, key: str | None = None) -> None:
+        key = key or os.environ.get("SHOP_AUTH_SIGNING_KEY", DEV_SIGNING_KEY)
+        self.headers = [
+            {"Authorization": f"Bearer {mint_token(key, f'bench-{i}', ttl_s=24 * 3600)}"}
+            for i in range(count)
+        ]
+
+    def pick(self, rnd: random.Random) -> dict[str, str]:
+        return rnd.choice(self.headers)
+
+
 def order_body(
-    rnd: random.Random, skus: Sequence[str], weights: Sequence[float]
-) -> dict[str, object]:
+    rnd: random.Random, skus: Sequence[str], weights: Sequence[float], customers: Customers
+) -> OrderRequest:
     lines = {rnd.choices(skus, weights)[0]: rnd.randint(1, 3) for _ in range(rnd.randint(1, 3))}
-    return {
-        "customer_id": f"bench-{rnd.randint(1, 10_000)}",
+    body: dict[str, object] = {
         "lines": [{"sku": s, "quantity": q} for s, q in lines.items()],
         "currency": "USD",
         "payment_token": "tok_approve",
     }
+    return body, customers.pick(rnd)
 
 
 async def open_loop(
@@ -58,7 +81,7 @@ async def open_loop(
     url: str,
     rate: float,
     seconds: float,
-    make_body: Callable[[], dict[str, object]],
+    make_body: Callable[[], OrderRequest],
     *,
     on_accept: Callable[[Sent], None] | None = None,
     accepted_status: int = 202,
@@ -68,9 +91,10 @@ async def open_loop(
     tasks: list[asyncio.Task[None]] = []
     start = time.time()
 
-    async def one(sent: Sent, body: dict[str, object]) -> None:
+    async def one(sent: Sent, request: OrderRequest) -> None:
+        body, headers = request
         try:
-            r = await client.post(url, json=body)
+            r = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             sent.error = type(exc).__name__
             return

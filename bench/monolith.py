@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import uuid
 from typing import Any
 
@@ -19,6 +20,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from events.kit.auth import AuthError, TokenPolicy
+from events.kit.settings import ServiceSettings
 from events.messages import Money
 from payment_service.gateway import SimulatedGateway
 
@@ -51,11 +54,17 @@ VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)
 """
 
 
-def build(pool: asyncpg.Pool, gateway: SimulatedGateway) -> FastAPI:
+def build(pool: asyncpg.Pool, gateway: SimulatedGateway, tokens: TokenPolicy) -> FastAPI:
     app = FastAPI(title="monolith baseline")
 
     @app.post("/orders")
     async def place(request: Request) -> JSONResponse:
+        # the same token check as the platform's ingress: the customer comes from the token
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            customer = tokens.verify(token).subject
+        except AuthError as exc:
+            return JSONResponse({"detail": str(exc)}, 401)
         body: dict[str, Any] = orjson.loads(await request.body())
         lines = sorted((ln["sku"], int(ln["quantity"])) for ln in body["lines"])
         order_id = uuid.uuid4()
@@ -76,7 +85,7 @@ def build(pool: asyncpg.Pool, gateway: SimulatedGateway) -> FastAPI:
             await conn.execute(
                 INSERT_ORDER,
                 order_id,
-                body["customer_id"],
+                customer,
                 status,
                 orjson.dumps([{"sku": s, "quantity": q} for s, q in lines]).decode(),
                 total,
@@ -114,7 +123,10 @@ async def prepare(url: str, stock: dict[str, tuple[int, int]]) -> None:
 async def serve(port: int, url: str, pool_size: int) -> None:
     pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
     assert pool is not None
-    app = build(pool, SimulatedGateway())
+    settings = ServiceSettings()  # the signing key the services use: SHOP_AUTH_SIGNING_KEY or dev
+    key = os.environ.get("SHOP_AUTH_SIGNING_KEY", settings.auth_signing_key.get_secret_value())
+    policy = TokenPolicy(key, settings.auth_issuer, settings.auth_audience)
+    app = build(pool, SimulatedGateway(), policy)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     await uvicorn.Server(config).serve()
 

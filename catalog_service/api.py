@@ -1,6 +1,6 @@
 """The catalog's HTTP API: browse products, and admin routes that change them.
 
-Admin routes are open for now; authentication comes with its own issue.
+Admin routes need a bearer token with the admin role (401 without a token, 403 without the role).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pydantic import (
 from catalog_service import domain, handlers, repository
 from catalog_service.domain import Change, Details, Patch, Product
 from events.contracts import Sku
+from events.kit.auth import admin_principal
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_PRICE = 10**12
@@ -155,7 +156,12 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No product with this SKU"}}
 
 router = APIRouter(tags=["products"])
-admin = APIRouter(prefix="/admin", tags=["admin"])
+admin = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(admin_principal)],
+    responses={401: {"description": "No valid token"}, 403: {"description": "Not an admin"}},
+)
 
 
 def _now() -> datetime:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from analytics_service import cli as analytics_cli
-from deploy import events_cli, platform_cli, seed
+from deploy import events_cli, platform_cli, seed, tokens
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError, run_sync
 from deploy.local.kafka import DEFAULT_PORT as KAFKA_PORT
 from deploy.local.postgres import DEFAULT_PORT as PG_PORT
@@ -175,6 +175,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(events_cli.events_app, name="events")
 app.add_typer(analytics_cli.app, name="analytics")
 app.command("seed")(seed.seed)
+app.command("token")(tokens.token)
 platform_cli.register(app)
 
 

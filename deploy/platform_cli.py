@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deploy import tokens
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError
 from deploy.local.services import ServiceSupervisor, parse_replicas
 from deploy.local.stack import LocalStack
@@ -169,9 +170,10 @@ async def _demo(order_url: str, catalog_url: str, rate: float, duration: float, 
         if not skus:
             raise InfraError("the catalog has no active products: run `shop seed` first")
         weights = [1 / (rank + 1) for rank in range(len(skus))]
+        customers = [tokens.bearer(f"demo-{n}") for n in range(1, 501)]
         total = int(rate * duration)
         outcomes: Counter[str] = Counter()
-        order_ids: list[str] = []
+        order_ids: dict[str, dict[str, str]] = {}  # order id -> its customer's headers
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -187,20 +189,20 @@ async def _demo(order_url: str, catalog_url: str, rate: float, duration: float, 
                 rnd.choices(skus, weights)[0]: rnd.randint(1, 3) for _ in range(rnd.randint(1, 3))
             }
             body = {
-                "customer_id": f"demo-{rnd.randint(1, 500)}",
                 "lines": [{"sku": s, "quantity": q} for s, q in lines.items()],
                 "currency": "USD",
                 "payment_token": rnd.choice(TOKENS),
             }
+            customer = customers[rnd.randrange(len(customers))]
             try:
                 r = await client.post(
                     f"{order_url}/orders",
                     json=body,
-                    headers={"Idempotency-Key": f"demo-{seed}-{i}"},
+                    headers={"Idempotency-Key": f"demo-{seed}-{i}"} | customer,
                 )
                 outcomes[f"HTTP {r.status_code}"] += 1
                 if r.status_code == 202:
-                    order_ids.append(r.json()["order_id"])
+                    order_ids[r.json()["order_id"]] = customer
             except httpx.HTTPError as exc:
                 outcomes[type(exc).__name__] += 1
 
@@ -240,7 +242,10 @@ async def _active_skus(client: httpx.AsyncClient, catalog_url: str) -> list[str]
 
 
 async def _final_statuses(
-    client: httpx.AsyncClient, order_url: str, order_ids: list[str], wait_s: float = 30
+    client: httpx.AsyncClient,
+    order_url: str,
+    order_ids: dict[str, dict[str, str]],
+    wait_s: float = 30,
 ) -> Counter[str]:
     deadline = time.monotonic() + wait_s
     final: Counter[str] = Counter()
@@ -249,7 +254,8 @@ async def _final_statuses(
         while pending and time.monotonic() < deadline:
             still = []
             for order_id in pending:
-                body = (await client.get(f"{order_url}/orders/{order_id}")).json()
+                r = await client.get(f"{order_url}/orders/{order_id}", headers=order_ids[order_id])
+                body = r.json() if r.status_code == 200 else {"status": "?"}
                 if body["status"] in ("CONFIRMED", "REJECTED", "CANCELLED"):
                     final[body["status"]] += 1
                 else:

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from deploy import tokens
 from deploy.local.common import InfraError, run_sync
 from deploy.local.topics import ensure_topics
 from events.contracts import Restock
@@ -41,6 +42,7 @@ CURRENCY = "USD"
 PRODUCER = "seed"
 SEED_NAMESPACE = uuid.UUID("5eed0000-c0de-4a7a-9b1e-000000000001")
 SEED_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+RATE_LIMITED_RETRIES = 30
 
 
 @dataclass(frozen=True)
@@ -210,10 +212,14 @@ async def put_products(
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal created
         for product in pending:
-            try:
-                r = await client.put(f"/admin/products/{product.sku}", json=product.put_body())
-            except httpx.HTTPError as exc:
-                raise InfraError(f"catalog request for {product.sku} failed: {exc!r}") from None
+            for _ in range(RATE_LIMITED_RETRIES):
+                try:
+                    r = await client.put(f"/admin/products/{product.sku}", json=product.put_body())
+                except httpx.HTTPError as exc:
+                    raise InfraError(f"catalog request for {product.sku} failed: {exc!r}") from None
+                if r.status_code != 429:
+                    break
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
             if r.status_code not in (200, 201):
                 raise InfraError(
                     f"the catalog refused {product.sku}: HTTP {r.status_code} {r.text[:500]}"
@@ -221,7 +227,9 @@ async def put_products(
             created += r.status_code == 201
             advance(1)
 
-    async with httpx.AsyncClient(base_url=catalog_url, timeout=30.0) as client:
+    async with httpx.AsyncClient(
+        base_url=catalog_url, timeout=30.0, headers=tokens.bearer("seed", admin=True)
+    ) as client:
         try:
             await client.get("/health/live")
         except httpx.TransportError as exc:

@@ -1,4 +1,4 @@
-"""HTTP routes of inventory_service: stock levels, and the admin restock (open until auth lands).
+"""HTTP routes of inventory_service: stock levels, and the admin restock (admin role only).
 
 No `from __future__ import annotations` here: FastAPI must see the route signatures' real types,
 and the connection dependency is local to `router`, out of reach of string-annotation lookup.
@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from events.kit.auth import admin_principal
 from events.kit.db import Conn
 from inventory_service import handlers, repository
 from inventory_service.domain import Policy, StockLevel
@@ -85,7 +86,11 @@ def router(pool: Callable[[], asyncpg.Pool], policy: Policy, *, service: str) ->
             items=[StockView.of(x) for x in items], page=page, page_size=page_size, total=total
         )
 
-    @api.post("/admin/stock/{sku}/restock")
+    @api.post(
+        "/admin/stock/{sku}/restock",
+        dependencies=[Depends(admin_principal)],
+        responses={401: {"description": "No valid token"}, 403: {"description": "Not an admin"}},
+    )
     async def restock(sku: SkuPath, body: RestockRequest, conn: Connection) -> StockView:
         """Add units of a SKU (creating it if new) and publish StockLevelChanged."""
         async with conn.transaction():

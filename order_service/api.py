@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.contracts import TERMINAL_STATUSES, OrderStatus, StockLine
 from events.kit import outbox
+from events.kit.auth import CustomerDep, Principal
 from events.kit.db import Conn
 from order_service import domain, handlers, repository
 from order_service.domain import Deadlines
@@ -39,7 +40,6 @@ class LineIn(BaseModel):
 class OrderIn(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    customer_id: str = Field(min_length=1, max_length=100)
     lines: list[LineIn] = Field(min_length=1, max_length=100)
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")
     payment_token: str = Field(description="A payment token such as tok_approve; never a card")
@@ -75,8 +75,22 @@ def get_deadlines(request: Request) -> Deadlines:
     return deadlines
 
 
+def get_max_open(request: Request) -> int:
+    max_open: int = request.app.state.max_open_orders
+    return max_open
+
+
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 DeadlinesDep = Annotated[Deadlines, Depends(get_deadlines)]
+MaxOpenDep = Annotated[int, Depends(get_max_open)]
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No bearer token, or one that is invalid or expired"},
+    429: {"description": "Too many requests from this client; see Retry-After"},
+}
+NO_ORDER: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: {"description": "No such order for this customer"},
+}
 
 router = APIRouter(tags=["orders"])
 
@@ -89,24 +103,34 @@ async def _emit(conn: Conn, messages: list[Any]) -> None:
     await outbox.emit(conn, messages, service=SERVICE)
 
 
-@router.post("/orders", status_code=202, response_model=OrderAccepted)
+@router.post(
+    "/orders",
+    status_code=202,
+    response_model=OrderAccepted,
+    responses={
+        **AUTH_ERRORS,
+        409: {"description": "A request with this Idempotency-Key is in progress"},
+        413: {"description": "Request body too large"},
+        422: {"description": "Invalid order, unknown product, or a reused Idempotency-Key"},
+    },
+)
 async def create_order(
     body: OrderIn,
+    principal: CustomerDep,
     pool: PoolDep,
     deadlines: DeadlinesDep,
+    max_open: MaxOpenDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    """Place an order; it is priced from the catalog and driven to a final status by the saga."""
+    """Place an order for the caller; it is priced from the catalog and driven to a final status
+    by the saga. At most ORDER_MAX_OPEN_ORDERS of a customer's orders may hold stock at once."""
+    customer = principal.subject
     request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
         if idempotency_key is not None:
-            if not await conn.fetchval(
-                repository.LOCK_IDEMPOTENCY_KEY, body.customer_id, idempotency_key
-            ):
+            if not await conn.fetchval(repository.LOCK_IDEMPOTENCY_KEY, customer, idempotency_key):
                 return _problem(409, "a request with this Idempotency-Key is in progress")
-            seen = await conn.fetchrow(
-                repository.SELECT_IDEMPOTENCY_KEY, body.customer_id, idempotency_key
-            )
+            seen = await conn.fetchrow(repository.SELECT_IDEMPOTENCY_KEY, customer, idempotency_key)
             if seen is not None:
                 if seen["request_hash"] != request_hash:
                     return _problem(
@@ -118,10 +142,19 @@ async def create_order(
                     status_code=seen["status_code"],
                     headers={"Location": stored["location"], "Idempotent-Replayed": "true"},
                 )
+        if max_open:
+            await conn.execute(repository.LOCK_CUSTOMER, customer)
+            if await conn.fetchval(repository.COUNT_OPEN_ORDERS, customer) >= max_open:
+                return _problem(
+                    429,
+                    f"{max_open} of your orders are still in progress; "
+                    "retry when one of them is settled",
+                    **{"Retry-After": "1"},
+                )
         try:
             order, messages = await handlers.place_order(
                 conn,
-                customer_id=body.customer_id,
+                customer_id=customer,
                 lines=[StockLine(sku=ln.sku, quantity=ln.quantity) for ln in body.lines],
                 currency=body.currency,
                 payment_token=body.payment_token,
@@ -136,7 +169,7 @@ async def create_order(
         if idempotency_key is not None:
             await conn.execute(
                 repository.INSERT_IDEMPOTENCY_KEY,
-                body.customer_id,
+                customer,
                 idempotency_key,
                 request_hash,
                 202,
@@ -162,7 +195,11 @@ def _order_view(row: Any, timeline: list[Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/catalog/{sku}", tags=["catalog view"])
+@router.get(
+    "/catalog/{sku}",
+    tags=["catalog view"],
+    responses={404: {"description": "The order service has not seen this product"}},
+)
 async def catalog_item(sku: str, pool: PoolDep) -> JSONResponse:
     """This service's own view of a product, as it prices orders from it."""
     async with pool.acquire() as conn:
@@ -181,25 +218,38 @@ async def catalog_item(sku: str, pool: PoolDep) -> JSONResponse:
     )
 
 
-@router.get("/orders/{order_id}")
-async def get_order(order_id: uuid.UUID, pool: PoolDep) -> JSONResponse:
-    """An order's status, lines, total and the timeline of its saga steps."""
+def _visible(row: Any, principal: Principal) -> bool:
+    """Customers see only their own orders (others answer 404, not 403: no probing ids)."""
+    return row is not None and (principal.is_admin or row["customer_id"] == principal.subject)
+
+
+@router.get("/orders/{order_id}", responses=NO_ORDER)
+async def get_order(order_id: uuid.UUID, principal: CustomerDep, pool: PoolDep) -> JSONResponse:
+    """One of the caller's orders: status, lines, total and the timeline of its saga steps."""
     async with pool.acquire() as conn:
         row = await repository.get_order_row(conn, order_id)
-        if row is None:
+        if not _visible(row, principal):
             return _problem(404, f"no order {order_id}")
         steps = await repository.timeline(conn, order_id)
     return JSONResponse(_order_view(row, steps))
 
 
-@router.get("/orders")
+@router.get("/orders", responses={**AUTH_ERRORS, 403: {"description": "Not an admin"}})
 async def list_orders(
     pool: PoolDep,
-    customer_id: Annotated[str, Query(min_length=1, max_length=100)],
+    principal: CustomerDep,
+    customer_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="Admins only: whose orders to list."),
+    ] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict[str, Any]:
-    """A customer's orders, newest first, paginated."""
+) -> Any:
+    """The caller's orders, newest first, paginated."""
+    if customer_id is None or customer_id == principal.subject:
+        customer_id = principal.subject
+    elif not principal.is_admin:
+        return _problem(403, "only admins list other customers' orders")
     async with pool.acquire() as conn:
         rows = await repository.customer_orders(
             conn, customer_id, page_size, (page - 1) * page_size
@@ -221,11 +271,20 @@ async def list_orders(
     }
 
 
-@router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderAccepted)
-async def cancel(order_id: uuid.UUID, pool: PoolDep, body: CancelIn | None = None) -> JSONResponse:
+@router.post(
+    "/orders/{order_id}/cancel",
+    status_code=202,
+    response_model=OrderAccepted,
+    responses={**NO_ORDER, 409: {"description": "The order can no longer be cancelled"}},
+)
+async def cancel(
+    order_id: uuid.UUID, principal: CustomerDep, pool: PoolDep, body: CancelIn | None = None
+) -> JSONResponse:
     """Cancel an order: before confirmation stock is released, after it the payment is refunded."""
     reason = body.reason if body else "cancelled by customer"
     async with pool.acquire() as conn, conn.transaction():
+        if not _visible(await repository.get_order_row(conn, order_id), principal):
+            return _problem(404, f"no order {order_id}")
         try:
             result = await handlers.cancel_order(conn, order_id, reason, datetime.now(UTC))
         except domain.CannotCancel as exc:
@@ -237,15 +296,16 @@ async def cancel(order_id: uuid.UUID, pool: PoolDep, body: CancelIn | None = Non
     return JSONResponse({"order_id": str(order.order_id), "status": order.status.value}, 202)
 
 
-@router.get("/orders/{order_id}/events")
+@router.get("/orders/{order_id}/events", responses=NO_ORDER)
 async def order_events(
     order_id: uuid.UUID,
+    principal: CustomerDep,
     pool: PoolDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
 ) -> Any:
     """Server-sent events of the order's status changes; resumable with Last-Event-ID."""
     async with pool.acquire() as conn:
-        if await repository.get_order_row(conn, order_id) is None:
+        if not _visible(await repository.get_order_row(conn, order_id), principal):
             return _problem(404, f"no order {order_id}")
 
     async def stream() -> AsyncIterator[bytes]:
@@ -331,8 +391,9 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-def install(app: FastAPI, deadlines: Deadlines, max_body_bytes: int) -> None:
+def install(app: FastAPI, deadlines: Deadlines, max_body_bytes: int, max_open_orders: int) -> None:
     app.state.deadlines = deadlines
+    app.state.max_open_orders = max_open_orders
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

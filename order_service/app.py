@@ -28,7 +28,7 @@ def build(settings: Settings) -> ServiceRuntime:
         title="Orders",
         description="Place orders and follow them to CONFIRMED, REJECTED or CANCELLED.",
     )
-    api.install(app, deadlines, settings.max_body_bytes)
+    api.install(app, deadlines, settings.max_body_bytes, settings.max_open_orders)
 
     async def saga_deadlines(runtime: ServiceRuntime) -> None:
         async def sweep() -> None:

@@ -49,6 +49,11 @@ FROM orders WHERE customer_id = $1 ORDER BY created_at DESC, order_id LIMIT $2 O
 SELECT_OVERDUE = """
 SELECT * FROM orders WHERE deadline < $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED
 """
+# Serialises one customer's order placements, so two at once cannot both pass the cap.
+LOCK_CUSTOMER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7340004))"
+COUNT_OPEN_ORDERS = """
+SELECT count(*) FROM orders WHERE customer_id = $1 AND status IN ('PENDING', 'STOCK_RESERVED')
+"""
 LOCK_IDEMPOTENCY_KEY = (
     "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7340003))"
 )

@@ -21,3 +21,8 @@ class Settings(ServiceSettings):
     confirm_deadline_s: float = Field(default=30.0, gt=0)
     deadline_scan_ms: int = Field(default=500, ge=10)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_open_orders: int = Field(
+        default=10,
+        ge=0,
+        description="Orders one customer may have holding stock at once (0: no cap).",
+    )

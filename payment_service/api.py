@@ -1,4 +1,5 @@
-"""Operator lookups: an order's payment and its ledger. Read-only; commands arrive over Kafka."""
+"""Operator lookups (admin role): an order's payment and its ledger. Read-only; commands arrive
+over Kafka."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict
 
+from events.kit.auth import admin_principal
 from events.messages import Money
 from payment_service import repository
 from payment_service.domain import MovementKind, PaymentStatus
@@ -50,7 +52,12 @@ def get_pool(request: Request) -> asyncpg.Pool:
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 OrderId = Annotated[uuid.UUID, Path(description="The order the payment belongs to.")]
 
-router = APIRouter(prefix="/payments", tags=["payments"])
+router = APIRouter(
+    prefix="/payments",
+    tags=["payments"],
+    dependencies=[Depends(admin_principal)],
+    responses={401: {"description": "No valid token"}, 403: {"description": "Not an admin"}},
+)
 
 
 @router.get("/{order_id}")

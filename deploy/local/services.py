@@ -136,6 +136,12 @@ class ServiceSupervisor:
             f"{p}KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             f"{p}DATABASE_URL": self.database_url(svc.database),
             f"{p}HTTP_PORT": str(self.port(svc, replica)),
+            # one signing key for the whole platform, the one `shop token` signs with
+            **(
+                {f"{p}AUTH_SIGNING_KEY": os.environ["SHOP_AUTH_SIGNING_KEY"]}
+                if "SHOP_AUTH_SIGNING_KEY" in os.environ
+                else {}
+            ),
             **self.env,
         }
 

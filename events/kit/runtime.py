@@ -17,7 +17,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from events.kit import db
+from events.kit import auth, db
 from events.kit.admin import ensure_topics
 from events.kit.http import health_router
 from events.kit.inbox import Handlers, InboxConsumer
@@ -65,6 +65,7 @@ class ServiceRuntime:
         self.app.include_router(
             health_router({"database": self._check_database, "kafka": self._check_kafka})
         )
+        auth.install(self.app, settings)
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_PG_PORT = 54320
+# The signing key a local stack uses out of the box; refused outside development.
+DEV_SIGNING_KEY = "dev-only-signing-key-change-me-0123456789"
+PLACEHOLDER_KEYS = frozenset({DEV_SIGNING_KEY, "", "changeme", "change-me", "secret"})
+MIN_KEY_BYTES = 32
 
 
 def local_database_url(database: str, port: int = LOCAL_PG_PORT) -> str:
@@ -37,3 +43,28 @@ class ServiceSettings(BaseSettings):
     outbox_batch_max: int = Field(default=500, ge=1)
     outbox_poll_ms: int = Field(default=500, ge=1)
     producer_linger_ms: int = Field(default=5, ge=0)
+
+    environment: Literal["development", "production"] = Field(
+        default="development", description="production refuses placeholder secrets."
+    )
+    auth_signing_key: SecretStr = Field(
+        default=SecretStr(DEV_SIGNING_KEY), description="HMAC key of the bearer tokens (HS256)."
+    )
+    auth_issuer: str = "shop"
+    auth_audience: str = "shop-api"
+    rate_limit: str = Field(
+        default="50/second;1000/minute",
+        description="Requests per client (token subject, else address); empty turns it off.",
+    )
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> ServiceSettings:
+        key = self.auth_signing_key.get_secret_value()
+        if self.environment != "development" and (
+            key in PLACEHOLDER_KEYS or len(key.encode()) < MIN_KEY_BYTES
+        ):
+            raise ValueError(
+                f"auth_signing_key is a placeholder or shorter than {MIN_KEY_BYTES} bytes: set a "
+                "random key (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self

@@ -18,6 +18,7 @@ from events.kit import db
 from events.kit.admin import ensure_topics
 from events.kit.producer import make_producer
 from tests.integration.kit_support import CREATE_APPLIED, KitTypes, kit_types
+from tests.integration.platform_support import admin_headers
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +51,14 @@ async def types(stack: Any) -> KitTypes:
 
 @pytest.fixture
 async def http(platform: ServiceSupervisor) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    """A client per service of the module's platform, by short name (order, catalog, ...)."""
+    """A client per service of the module's platform, by short name (order, catalog, ...).
+
+    They carry an admin token, so tests can read any order and administer the catalog and stock;
+    place orders with `customer_headers(...)` so that they belong to a customer."""
     clients = {
-        s.database: httpx.AsyncClient(base_url=platform.url(s.database), timeout=10.0)
+        s.database: httpx.AsyncClient(
+            base_url=platform.url(s.database), timeout=10.0, headers=admin_headers()
+        )
         for s in SERVICES
     }
     try:

@@ -12,8 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.services import SERVICES, ServiceSupervisor
+from events.kit.auth import ADMIN, CUSTOMER, mint_token
 
 TERMINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+# The platform under test signs and checks tokens with this key (never the development default).
+TEST_SIGNING_KEY = "test-signing-key-0d5c6f2e9b8a4f71a3c2d1e0f9b8a7c6"
+
+
+def customer_headers(customer: str, key: str = TEST_SIGNING_KEY) -> dict[str, str]:
+    """Authorization for `customer`: orders placed with it belong to that customer."""
+    return {"Authorization": f"Bearer {mint_token(key, customer, [CUSTOMER])}"}
+
+
+def admin_headers(subject: str = "test-admin", key: str = TEST_SIGNING_KEY) -> dict[str, str]:
+    """Authorization with the admin role. Services run in the test process with default settings
+    check tokens with the development key: pass `key=DEV_SIGNING_KEY` for those."""
+    return {"Authorization": f"Bearer {mint_token(key, subject, [ADMIN])}"}
 
 
 def free_port() -> int:
@@ -34,6 +48,9 @@ def e2e_env(prefix: str) -> dict[str, str]:
     }
     for svc in SERVICES:
         env[f"{svc.prefix}CONSUMER_GROUP_PREFIX"] = prefix
+        env[f"{svc.prefix}AUTH_SIGNING_KEY"] = TEST_SIGNING_KEY
+        # the tests poll many orders at once with one admin token; rate limits have their own tests
+        env[f"{svc.prefix}RATE_LIMIT"] = "100000/second"
         env[f"{svc.prefix}LOG_LEVEL"] = "INFO"
     return env
 

@@ -27,7 +27,13 @@ from events.contracts import OrderPlaced, PricedLine
 from events.envelope import encode, wrap
 from events.messages import Money
 from events.topics import CATALOG_PRODUCTS, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS
-from tests.integration.platform_support import TERMINAL, e2e_env, free_port, wait_until
+from tests.integration.platform_support import (
+    TERMINAL,
+    customer_headers,
+    e2e_env,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -106,11 +112,11 @@ async def post_orders(
         r = await http["order"].post(
             "/orders",
             json={
-                "customer_id": f"an-{rnd.randint(1, 50)}",
                 "lines": [{"sku": s, "quantity": q} for s, q in lines.items()],
                 "currency": "USD",
                 "payment_token": rnd.choice(TOKENS),
             },
+            headers=customer_headers(f"an-{rnd.randint(1, 50)}"),
         )
         assert r.status_code == 202, r.text
         ids.append(r.json()["order_id"])
@@ -516,11 +522,11 @@ def drive_dashboard(platform: ServiceSupervisor, sku: str, tmp_path: Path) -> No
                 r = client.post(
                     "/orders",
                     json={
-                        "customer_id": f"browser-{i}",
                         "lines": [{"sku": sku, "quantity": 1}],
                         "currency": "USD",
                         "payment_token": "tok_approve",
                     },
+                    headers=customer_headers(f"browser-{i}"),
                 )
                 assert r.status_code == 202, r.text
         deadline = time.monotonic() + 30

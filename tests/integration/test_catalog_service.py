@@ -27,8 +27,10 @@ from catalog_service.settings import Settings
 from events.contracts import REGISTRY, ProductUpserted
 from events.envelope import Envelope, decode
 from events.kit.runtime import ServiceRuntime
+from events.kit.settings import DEV_SIGNING_KEY
 from events.messages import Money
 from events.topics import CATALOG_PRODUCTS
+from tests.integration.platform_support import admin_headers
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -129,12 +131,15 @@ async def running_catalog(stack: Stack, database: str) -> AsyncIterator[RunningC
         database_url=SecretStr(stack.database_url(database)),
         http_port=free_port(),
         outbox_poll_ms=50,
+        rate_limit="",  # many requests a second from one admin; rate limits have their own tests
     )
     runtime = build(settings)
     await runtime.start()
     try:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10.0
+            base_url=f"http://127.0.0.1:{settings.http_port}",
+            timeout=10.0,
+            headers=admin_headers(key=DEV_SIGNING_KEY),
         ) as http:
 
             async def ready() -> bool:

@@ -37,12 +37,14 @@ from events.contracts import (
     StockReserved,
 )
 from events.envelope import wrap
-from events.kit import db
+from events.kit import auth, db
 from events.kit.inbox import HandlerContext
+from events.kit.settings import DEV_SIGNING_KEY, ServiceSettings
 from events.messages import Command, Message
 from inventory_service import api, handlers
 from inventory_service.app import MIGRATIONS
 from inventory_service.domain import Policy
+from tests.integration.platform_support import admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -500,8 +502,11 @@ async def test_expiry_racing_commits_settles_each_order_exactly_once(pool: async
 async def client(pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(api.router(lambda: pool, POLICY, service=SERVICE))
+    auth.install(app, ServiceSettings())
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://inventory") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://inventory", headers=admin_headers(key=DEV_SIGNING_KEY)
+    ) as c:
         yield c
 
 

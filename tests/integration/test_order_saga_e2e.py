@@ -8,11 +8,18 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from deploy.local.services import ServiceSupervisor
-from tests.integration.platform_support import TERMINAL, running_platform, wait_until
+from events.kit.auth import mint_token
+from tests.integration.platform_support import (
+    TERMINAL,
+    customer_headers,
+    running_platform,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,18 +72,20 @@ async def place(
     http: dict[str, httpx.AsyncClient],
     lines: list[tuple[str, int]],
     token: str = "tok_approve",
-    customer: str = "alice",
+    customer: str | None = None,
     key: str | None = None,
 ) -> httpx.Response:
+    """Place an order as `customer` (a new one each time by default: the cap on open orders is
+    per customer)."""
     return await http["order"].post(
         "/orders",
         json={
-            "customer_id": customer,
             "lines": [{"sku": s, "quantity": q} for s, q in lines],
             "currency": "USD",
             "payment_token": token,
         },
-        headers={"Idempotency-Key": key} if key else {},
+        headers=customer_headers(customer or f"c-{uuid.uuid4().hex[:12]}")
+        | ({"Idempotency-Key": key} if key else {}),
     )
 
 
@@ -275,7 +284,7 @@ async def test_the_same_order_posted_twice_with_one_idempotency_key_makes_one_or
     assert second.headers.get("idempotent-replayed") == "true"
     different = await place(http, [(sku, 2)], customer="idem", key=key)
     assert different.status_code == 422
-    listed = (await http["order"].get("/orders", params={"customer_id": "idem"})).json()
+    listed = (await http["order"].get("/orders", headers=customer_headers("idem"))).json()
     assert [o["order_id"] for o in listed["items"]].count(first.json()["order_id"]) == 1
     assert listed["total"] == 1
     await final(http, first.json()["order_id"])
@@ -290,10 +299,11 @@ async def test_the_same_order_posted_twice_with_one_idempotency_key_makes_one_or
 
 async def test_bad_orders_get_clear_client_errors(http: dict[str, httpx.AsyncClient]) -> None:
     sku = await product(http, stock=1)
-    base = {"customer_id": "x", "lines": [{"sku": sku, "quantity": 1}], "currency": "USD"}
+    base = {"lines": [{"sku": sku, "quantity": 1}], "currency": "USD"}
     cases = [
         (base | {"payment_token": "4242 4242 4242 4242"}, "card numbers are refused"),
         (base | {"payment_token": "tok_approve", "extra": 1}, "extra"),
+        (base | {"payment_token": "tok_approve", "customer_id": "someone-else"}, "customer_id"),
         (
             base | {"payment_token": "tok_approve", "lines": [{"sku": sku, "quantity": 0}]},
             "quantity",
@@ -313,14 +323,14 @@ async def test_bad_orders_get_clear_client_errors(http: dict[str, httpx.AsyncCli
         ),
     ]
     for body, words in cases:
-        r = await http["order"].post("/orders", json=body)
+        r = await http["order"].post("/orders", json=body, headers=customer_headers("x"))
         assert r.status_code == 422, (body, r.text)
         assert words in r.text, (words, r.text)
         assert "4242 4242" not in r.text
     huge = await http["order"].post(
         "/orders",
-        content=b'{"customer_id": "' + b"x" * 200_000 + b'"}',
-        headers={"content-type": "application/json"},
+        content=b'{"currency": "' + b"x" * 200_000 + b'"}',
+        headers={"content-type": "application/json"} | customer_headers("x"),
     )
     assert huge.status_code == 413
 
@@ -387,3 +397,88 @@ async def test_services_killed_mid_saga_still_bring_every_order_to_a_terminal_st
         return all(s["reserved"] == 0 for s in levels) and sold == confirmed
 
     await wait_until(stock_settled, timeout=60)
+
+
+# --- who may do what (issue 6) -------------------------------------------------------------------
+
+
+async def test_a_customer_sees_and_cancels_only_their_own_orders(
+    http: dict[str, httpx.AsyncClient],
+) -> None:
+    sku = await product(http, stock=5)
+    alice, mallory = customer_headers("sec-alice"), customer_headers("sec-mallory")
+    order_id = await order_id_of(await place(http, [(sku, 1)], customer="sec-alice"))
+    order = http["order"]
+
+    assert (await order.get(f"/orders/{order_id}", headers=alice)).status_code == 200
+    for method, path in (
+        ("GET", f"/orders/{order_id}"),
+        ("GET", f"/orders/{order_id}/events"),
+        ("POST", f"/orders/{order_id}/cancel"),
+    ):
+        r = await order.request(method, path, headers=mallory)
+        assert r.status_code == 404, (method, path, r.text)
+    mine = (await order.get("/orders", headers=mallory)).json()
+    assert mine["total"] == 0
+    spying = await order.get("/orders", params={"customer_id": "sec-alice"}, headers=mallory)
+    assert spying.status_code == 403
+    listed = (await order.get("/orders", params={"customer_id": "sec-alice"})).json()  # admin
+    assert [o["order_id"] for o in listed["items"]] == [order_id]
+    assert (await final(http, order_id))["customer_id"] == "sec-alice"
+
+
+async def test_routes_refuse_missing_bad_and_foreign_tokens(
+    http: dict[str, httpx.AsyncClient], platform: ServiceSupervisor
+) -> None:
+    body = {"lines": [{"sku": "X-1", "quantity": 1}], "currency": "USD", "payment_token": "tok_x"}
+    async with httpx.AsyncClient(base_url=platform.url("order"), timeout=10) as anonymous:
+        missing = await anonymous.post("/orders", json=body)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        forged = mint_token("not-the-platform-key-0123456789abcdef", "eve", ["admin"])
+        r = await anonymous.get("/orders", headers={"Authorization": f"Bearer {forged}"})
+        assert r.status_code == 401
+        assert forged not in r.text
+        assert (await anonymous.get("/health/ready")).status_code == 200
+    customer = customer_headers("sec-carol")
+    for service, method, path, json in (
+        ("catalog", "PUT", "/admin/products/SEC-1", {"name": "x"}),
+        ("catalog", "POST", "/admin/products/SEC-1/deactivate", None),
+        ("inventory", "POST", "/admin/stock/SEC-1/restock", {"quantity": 5}),
+        ("payment", "GET", f"/payments/{uuid.uuid4()}", None),
+    ):
+        as_customer = await http[service].request(method, path, json=json, headers=customer)
+        assert as_customer.status_code == 403, (service, path, as_customer.text)
+        async with httpx.AsyncClient(base_url=platform.url(service), timeout=10) as anonymous:
+            assert (await anonymous.request(method, path, json=json)).status_code == 401
+
+
+async def test_a_customer_cannot_hold_more_than_the_cap_of_orders_in_progress(
+    http: dict[str, httpx.AsyncClient], platform: ServiceSupervisor
+) -> None:
+    sku = await product(http, stock=50)
+    customer = "sec-hoarder"
+    first = await order_id_of(await place(http, [(sku, 1)], customer=customer))
+    await final(http, first)
+    conn = await asyncpg.connect(platform.database_url("order"))
+    try:
+        # given ten orders of this customer still holding stock (no deadline: the sweep skips them)
+        await conn.execute(
+            "INSERT INTO orders (order_id, customer_id, status, lines, total_amount, currency,"
+            " payment_token, deadline) SELECT gen_random_uuid(), customer_id, 'STOCK_RESERVED',"
+            " lines, total_amount, currency, payment_token, NULL FROM orders, generate_series(1, 10)"
+            " WHERE order_id = $1",
+            uuid.UUID(first),
+        )
+        refused = await place(http, [(sku, 1)], customer=customer)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert (await place(http, [(sku, 1)], customer="sec-someone-else")).status_code == 202
+        await conn.execute(
+            "UPDATE orders SET status = 'CANCELLED' WHERE customer_id = $1"
+            " AND status = 'STOCK_RESERVED'",
+            customer,
+        )
+        assert (await place(http, [(sku, 1)], customer=customer)).status_code == 202
+    finally:
+        await conn.close()

@@ -29,13 +29,15 @@ from events.contracts import (
     VoidPayment,
 )
 from events.envelope import wrap
-from events.kit import db
+from events.kit import auth, db
 from events.kit.inbox import HandlerContext
+from events.kit.settings import DEV_SIGNING_KEY, ServiceSettings
 from events.messages import Message, Money
 from payment_service.api import router
 from payment_service.app import MIGRATIONS
 from payment_service.gateway import GatewayResult, GatewayUnavailable, RetryPolicy, SimulatedGateway
 from payment_service.handlers import HANDLERS, Deps
+from tests.integration.platform_support import admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -338,8 +340,11 @@ async def test_operators_see_the_status_and_the_ledger(payments: Payments) -> No
     app = FastAPI()
     app.state.runtime = SimpleNamespace(pool=payments.pool)
     app.include_router(router)
+    auth.install(app, ServiceSettings())
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=admin_headers(key=DEV_SIGNING_KEY)
+    ) as client:
         found = await client.get(f"/payments/{payments.order_id}")
         missing = await client.get(f"/payments/{uuid.uuid4()}")
     assert found.status_code == 200

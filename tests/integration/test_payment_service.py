@@ -18,12 +18,14 @@ from events.contracts import REGISTRY, AuthorizePayment, PaymentAuthorized, Paym
 from events.envelope import Envelope, decode, encode, headers_for, wrap
 from events.kit.producer import make_producer
 from events.kit.runtime import ServiceRuntime
+from events.kit.settings import DEV_SIGNING_KEY
 from events.messages import Message, Money
 from events.topics import PAYMENT_COMMANDS, PAYMENT_EVENTS, spec
 from payment_service.app import build
 from payment_service.gateway import SimulatedGateway
 from payment_service.settings import Settings
 from tests.integration.kit_support import eventually
+from tests.integration.platform_support import admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -195,7 +197,9 @@ async def test_a_declined_token_over_kafka_is_answered_and_visible_to_operators(
     assert isinstance(reply, PaymentDeclined)
     assert reply.code == "insufficient_funds"
     transport = httpx.ASGITransport(app=service.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://payment") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://payment", headers=admin_headers(key=DEV_SIGNING_KEY)
+    ) as client:
         view = (await client.get(f"/payments/{order_id}")).json()
     assert view["status"] == "DECLINED"
     assert [(e["kind"], e["code"]) for e in view["ledger"]] == [("decline", "insufficient_funds")]

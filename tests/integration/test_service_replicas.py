@@ -20,7 +20,13 @@ import pytest
 
 from deploy.local.services import SERVICES, ServiceSupervisor
 from events.topics import INVENTORY_COMMANDS, spec
-from tests.integration.platform_support import TERMINAL, e2e_env, free_port, wait_until
+from tests.integration.platform_support import (
+    TERMINAL,
+    customer_headers,
+    e2e_env,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -114,11 +120,11 @@ async def test_killing_an_inventory_replica_mid_load_loses_no_order_and_no_stock
         r = await http["order"].post(
             "/orders",
             json={
-                "customer_id": f"rep-{i}",
                 "lines": [{"sku": sku, "quantity": quantity}],
                 "currency": "USD",
                 "payment_token": tokens[i % len(tokens)],
             },
+            headers=customer_headers(f"rep-{i}"),
         )
         assert r.status_code == 202, r.text
         placed[r.json()["order_id"]] = (sku, quantity)

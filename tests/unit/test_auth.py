@@ -1,0 +1,140 @@
+"""Bearer tokens, roles, rate limits and the refusal of placeholder secrets (no I/O)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jwt
+import pytest
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from events.kit import auth
+from events.kit.auth import ADMIN, AdminDep, AuthError, CustomerDep, TokenPolicy, mint_token
+from events.kit.settings import DEV_SIGNING_KEY, ServiceSettings
+
+KEY = "unit-test-signing-key-7f3a9c1e5b2d4f6a8c0e"
+POLICY = TokenPolicy(KEY, issuer="shop", audience="shop-api")
+
+
+def test_a_token_minted_with_the_key_names_its_subject_and_roles() -> None:
+    principal = POLICY.verify(POLICY.mint("alice", ["customer"]))
+    assert principal.subject == "alice"
+    assert not principal.is_admin
+    assert POLICY.verify(POLICY.mint("ops", [ADMIN])).is_admin
+
+
+@pytest.mark.parametrize(
+    ("claims", "words"),
+    [
+        ({"exp": -60}, "expired"),
+        ({"iss": "someone-else"}, "InvalidIssuer"),
+        ({"aud": "another-api"}, "InvalidAudience"),
+        ({"sub": None}, "MissingRequiredClaim"),
+    ],
+)
+def test_tokens_with_a_wrong_claim_are_refused(claims: dict[str, object], words: str) -> None:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "sub": "alice",
+        "roles": ["customer"],
+        "iss": "shop",
+        "aud": "shop-api",
+        "iat": now,
+        "exp": now + 60,
+    }
+    base.update(
+        {k: (now + v if k == "exp" and isinstance(v, int) else v) for k, v in claims.items()}
+    )
+    base = {k: v for k, v in base.items() if v is not None}
+    with pytest.raises(AuthError, match=words):
+        POLICY.verify(jwt.encode(base, KEY, algorithm="HS256"))
+
+
+def test_tokens_signed_with_another_key_or_algorithm_are_refused() -> None:
+    with pytest.raises(AuthError, match="InvalidSignature"):
+        POLICY.verify(mint_token("some-other-key-that-is-long-enough-000", "eve", [ADMIN]))
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": "eve", "roles": [ADMIN], "iss": "shop", "aud": "shop-api"}
+    claims |= {"iat": now, "exp": now + 60}
+    for algorithm in ("HS512", "none"):
+        key = None if algorithm == "none" else KEY * 2
+        with pytest.raises(AuthError, match="invalid token"):
+            POLICY.verify(jwt.encode(claims, key, algorithm=algorithm))
+    with pytest.raises(AuthError):
+        POLICY.verify("not.a.token")
+
+
+def test_production_refuses_the_development_key_and_short_keys() -> None:
+    assert ServiceSettings().auth_signing_key.get_secret_value() == DEV_SIGNING_KEY
+    for key in (DEV_SIGNING_KEY, "changeme", "x" * 31):
+        with pytest.raises(ValidationError, match="placeholder") as info:
+            ServiceSettings(environment="production", auth_signing_key=key)
+        assert key not in str(info.value) or key == "changeme"
+    strong = ServiceSettings(environment="production", auth_signing_key="k" * 48)
+    assert strong.environment == "production"
+
+
+def app_with(rate_limit: str) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/mine")
+    async def mine(who: CustomerDep) -> dict[str, str]:
+        return {"subject": who.subject}
+
+    @app.get("/admin/thing")
+    async def admin_thing(who: AdminDep) -> dict[str, str]:
+        return {"subject": who.subject}
+
+    @app.get("/public")
+    async def public() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    settings = ServiceSettings(auth_signing_key=KEY, rate_limit=rate_limit)
+    auth.install(app, settings)
+    return app
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+def bearer(subject: str, roles: list[str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {POLICY.mint(subject, roles)}"}
+
+
+async def test_routes_answer_401_without_a_valid_token_and_403_without_the_role() -> None:
+    async with client(app_with("")) as c:
+        assert (await c.get("/public")).status_code == 200
+        no_token = await c.get("/mine")
+        assert no_token.status_code == 401
+        assert no_token.headers["www-authenticate"].startswith("Bearer")
+        assert (await c.get("/mine", headers={"Authorization": "Basic YTpi"})).status_code == 401
+        bad = await c.get("/public", headers={"Authorization": "Bearer abc.def.ghi"})
+        assert bad.status_code == 401
+        assert "abc.def.ghi" not in bad.text
+        customer = bearer("alice", ["customer"])
+        assert (await c.get("/mine", headers=customer)).json() == {"subject": "alice"}
+        assert (await c.get("/admin/thing", headers=customer)).status_code == 403
+        admin = bearer("ops", [ADMIN])
+        assert (await c.get("/admin/thing", headers=admin)).json() == {"subject": "ops"}
+
+
+async def test_a_client_past_its_rate_limit_gets_429_with_retry_after_and_others_do_not() -> None:
+    async with client(app_with("5/minute")) as c:
+        alice, bob = bearer("alice", ["customer"]), bearer("bob", ["customer"])
+        codes = [(await c.get("/mine", headers=alice)).status_code for _ in range(6)]
+        assert codes == [200] * 5 + [429]
+        limited = await c.get("/mine", headers=alice)
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 61
+        assert (await c.get("/mine", headers=bob)).status_code == 200
+        # probes are never limited
+        assert all([(await c.get("/health/live")).status_code == 200 for _ in range(10)])
+        anonymous = [(await c.get("/public")).status_code for _ in range(6)]
+        assert anonymous == [200] * 5 + [429]
