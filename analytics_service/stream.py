@@ -29,6 +29,7 @@ from analytics_service.settings import Settings
 from events.contracts import REGISTRY, LowStockDetected, ProductUpserted, StockLevelChanged
 from events.envelope import DecodeError, decode
 from events.kit.admin import ensure_topics
+from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
 from events.topics import (
     CATALOG_PRODUCTS,
@@ -81,6 +82,7 @@ class AnalyticsStream:
             broker_commit_interval=s.commit_interval_s,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=s.session_timeout_s / 4,
+            broker_credentials=faust_credentials(s),
         )
         # use_partitioner: changelog records are placed by key rather than by the source record's
         # partition (faust's co-partitioning check misreads the changelog as having 0 partitions
@@ -178,7 +180,9 @@ class AnalyticsStream:
             )
             for name in TABLES
         ]
-        await ensure_topics(self.settings.kafka_bootstrap_servers, specs)
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers, specs, client=client_options(self.settings)
+        )
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Run the faust app until `stopping` is set; prune old minutes as time goes by."""

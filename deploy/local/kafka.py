@@ -15,8 +15,10 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -35,6 +37,9 @@ from deploy.local.common import (
     wait_for,
 )
 from events.topics import replication_for
+
+if TYPE_CHECKING:
+    from deploy.local.kafka_security import BrokerSecurity
 
 DEFAULT_PORT = 9092
 DEFAULT_LIBS_DIR = REPO_ROOT / "deploy" / "kafka-libs"
@@ -80,9 +85,13 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-async def metadata_ok(bootstrap: str, timeout_ms: int = 3000) -> bool:
+async def metadata_ok(
+    bootstrap: str, timeout_ms: int = 3000, client: Mapping[str, Any] | None = None
+) -> bool:
     """A real metadata request: the broker answers and lists its topics."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(client or {})
+    )
     try:
         await admin.start()
         await admin.list_topics()
@@ -93,10 +102,10 @@ async def metadata_ok(bootstrap: str, timeout_ms: int = 3000) -> bool:
         await admin.close()
 
 
-def broker_ready(bootstrap: str) -> bool:
+def broker_ready(bootstrap: str, client: Mapping[str, Any] | None = None) -> bool:
     host, _, port = bootstrap.rpartition(":")
     # The TCP check first keeps aiokafka from logging connection errors while the JVM boots.
-    return tcp_open(host, int(port)) and run_sync(metadata_ok(bootstrap))
+    return tcp_open(host, int(port)) and run_sync(metadata_ok(bootstrap, client=client))
 
 
 @dataclass
@@ -109,12 +118,16 @@ class KafkaBroker:
     host: str = "127.0.0.1"
     libs_dir: Path = DEFAULT_LIBS_DIR
     heap: str = "512m"
+    # The port clients are told to use (a fault proxy in front of the broker); None: port.
+    advertised_port: int | None = None
     node_id: int = NODE_ID
     # controller.quorum.voters of the whole cluster; None: this node alone.
     voters: str | None = None
     # Nodes in the cluster: sets the replication of internal topics and the default min ISR.
     cluster_size: int = 1
     name: str = "kafka"
+    # SASL/SCRAM users and ACLs (deploy/local/kafka_security.py); None: PLAINTEXT, no authorizer.
+    security: BrokerSecurity | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_start: int = field(default=0, init=False, repr=False)
 
@@ -153,13 +166,13 @@ class KafkaBroker:
     def config(self) -> dict[str, str]:
         listeners = f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.cport}"
         rf, min_isr = (str(n) for n in replication_for(self.cluster_size))
-        return {
+        config = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.voters": self.voters or f"{self.node_id}@{self.host}:{self.cport}",
             "controller.listener.names": "CONTROLLER",
             "listeners": listeners,
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.advertised_port or self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.log_dirs),
@@ -181,6 +194,14 @@ class KafkaBroker:
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
         }
+        if self.security is not None:
+            return self.security.broker_config(config, self.data_dir)
+        return config
+
+    @property
+    def client(self) -> dict[str, Any]:
+        """Options for this process's own (admin) clients of the broker."""
+        return self.security.client_options() if self.security else {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -216,6 +237,7 @@ class KafkaBroker:
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(logs=self.logs))
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in self.config().items()))
+        self.config_file.chmod(0o600)  # a secured broker's file holds its admin password
         classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs_dir}/*"]
         if not (self.log_dirs / "meta.properties").exists():
             self._format([java, *classpath])
@@ -243,7 +265,7 @@ class KafkaBroker:
                 raise InfraError(
                     f"Kafka exited during start (log: {self.server_log}); its last lines:\n{output}"
                 )
-            return broker_ready(self.bootstrap)
+            return broker_ready(self.bootstrap, self.client)
 
         what = f"Kafka answering on {self.bootstrap} (log: {self.server_log})"
         wait_for(ready, timeout=timeout, what=what)
@@ -264,7 +286,7 @@ class KafkaBroker:
         pid = self.running_pid()
         if pid is None:
             return ServiceStatus(self.name, address, None, healthy=False, detail="not running")
-        healthy = broker_ready(address)
+        healthy = broker_ready(address, self.client)
         detail = "answers metadata requests" if healthy else "running but not answering"
         return ServiceStatus(self.name, address, pid, healthy=healthy, detail=detail)
 
@@ -294,6 +316,8 @@ class KafkaBroker:
         cluster_id = id_file.read_text().strip()
         self.log_dirs.mkdir(parents=True, exist_ok=True)
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id]
+        if self.security is not None:
+            cmd += self.security.format_args()
         try:
             done = subprocess.run(
                 [*cmd, "-c", str(self.config_file)],

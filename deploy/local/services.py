@@ -20,11 +20,15 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil  # type: ignore[import-untyped]
 
 from deploy.local.common import DEFAULT_DATA_DIR, InfraError, read_pid, tail, terminate, wait_for
+
+if TYPE_CHECKING:
+    from deploy.local.kafka_security import BrokerSecurity
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class ServiceSupervisor:
     services: tuple[ServiceDef, ...] = SERVICES
     # Processes per service, by package or short name; 1 where not given.
     replicas: Mapping[str, int] = field(default_factory=dict)
+    # A secured broker: each service connects as its own SASL user (deploy/local/kafka_security).
+    kafka_security: BrokerSecurity | None = None
 
     def replica_count(self, svc: ServiceDef) -> int:
         return self.replicas.get(svc.package, self.replicas.get(svc.database, 1))
@@ -136,6 +142,7 @@ class ServiceSupervisor:
             f"{p}KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             f"{p}DATABASE_URL": self.database_url(svc.database),
             f"{p}HTTP_PORT": str(self.port(svc, replica)),
+            **(self.kafka_security.service_env(svc) if self.kafka_security else {}),
             # one signing key for the whole platform, the one `shop token` signs with
             **(
                 {f"{p}AUTH_SIGNING_KEY": os.environ["SHOP_AUTH_SIGNING_KEY"]}

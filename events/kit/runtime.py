@@ -21,6 +21,7 @@ from events.kit import auth, db
 from events.kit.admin import ensure_topics
 from events.kit.http import health_router
 from events.kit.inbox import Handlers, InboxConsumer
+from events.kit.kafkaconf import client_options
 from events.kit.logging import configure_logging, get_logger
 from events.kit.outbox import OutboxRelay
 from events.kit.producer import make_producer
@@ -75,6 +76,11 @@ class ServiceRuntime:
         self._crashed = asyncio.Event()
 
     @property
+    def consumer_specs(self) -> list[ConsumerSpec]:
+        """The consumer groups this service runs (the broker's ACLs are derived from them)."""
+        return list(self._consumer_specs)
+
+    @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("runtime not started")
@@ -96,10 +102,14 @@ class ServiceRuntime:
         )
         if applied:
             log.info("migrations applied", migrations=applied)
+        client = client_options(s)
         if self._create_topics:
-            await ensure_topics(s.kafka_bootstrap_servers)
+            await ensure_topics(s.kafka_bootstrap_servers, client=client)
         self._producer = make_producer(
-            s.kafka_bootstrap_servers, client_id=s.service_name, linger_ms=s.producer_linger_ms
+            s.kafka_bootstrap_servers,
+            client_id=s.service_name,
+            linger_ms=s.producer_linger_ms,
+            **client,
         )
         await self._producer.start()
         self.relay = OutboxRelay(
@@ -125,6 +135,7 @@ class ServiceRuntime:
                 max_attempts=s.handler_max_attempts,
                 backoff_ms=s.retry_backoff_ms,
                 parallel_keys=s.consumer_parallel_keys,
+                consumer_options=client,
             )
             await consumer.start()
             self.consumers.append(consumer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -43,6 +44,16 @@ class ServiceSettings(BaseSettings):
     outbox_batch_max: int = Field(default=500, ge=1)
     outbox_poll_ms: int = Field(default=500, ge=1)
     producer_linger_ms: int = Field(default=5, ge=0)
+
+    # How clients reach the broker: PLAINTEXT locally; SASL_PLAINTEXT or SASL_SSL with a SCRAM
+    # user of this service where the broker requires it (deploy/local/kafka_security.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signed the broker's certificate (SSL only)."
+    )
 
     environment: Literal["development", "production"] = Field(
         default="development", description="production refuses placeholder secrets."
