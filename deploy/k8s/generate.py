@@ -123,6 +123,8 @@ def config_map(svc: ServiceDef) -> Doc:
         env_name(svc, "http_port"): str(svc.port),
         env_name(svc, "log_level"): "INFO",
         env_name(svc, "log_json"): "true",
+        # production refuses a placeholder signing key: the pods fail fast until it is replaced
+        env_name(svc, "environment"): "production",
     }
     return {
         "apiVersion": "v1",
@@ -139,6 +141,17 @@ def database_secret(svc: ServiceDef) -> Doc:
         "metadata": meta(f"{svc.database}-database", svc),
         "type": "Opaque",
         "stringData": {env_name(svc, "database_url"): database_url(svc)},
+    }
+
+
+def auth_secret(svc: ServiceDef) -> Doc:
+    """The key that signs and checks bearer tokens: one value for every service."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta(f"{svc.database}-auth", svc),
+        "type": "Opaque",
+        "stringData": {env_name(svc, "auth_signing_key"): PLACEHOLDER_PASSWORD},
     }
 
 
@@ -174,6 +187,7 @@ def deployment(svc: ServiceDef) -> Doc:
     env_from = [
         {"configMapRef": {"name": f"{svc.database}-config"}},
         {"secretRef": {"name": f"{svc.database}-database"}},
+        {"secretRef": {"name": f"{svc.database}-auth"}},
     ]
     wait = {
         "name": "wait-for-topics",
@@ -413,7 +427,13 @@ def files() -> dict[Path, str]:
     """Every generated file, relative to base/, and its text."""
     out = {
         Path("config.yaml"): dump(config_map(s) for s in SERVICES),
-        Path("secrets.yaml"): dump([pg_credentials(), *(database_secret(s) for s in SERVICES)]),
+        Path("secrets.yaml"): dump(
+            [
+                pg_credentials(),
+                *(database_secret(s) for s in SERVICES),
+                *(auth_secret(s) for s in SERVICES),
+            ]
+        ),
         Path("kafka.yaml"): dump(kafka_cluster()),
         Path("kafka-topics.yaml"): dump(kafka_topic(t) for t in all_topics()),
         Path("postgres.yaml"): dump(postgres_cluster()),

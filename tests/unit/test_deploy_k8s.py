@@ -153,7 +153,9 @@ def test_config_and_secrets_are_kept_apart() -> None:
         secrets = [r["secretRef"]["name"] for r in container["envFrom"] if "secretRef" in r]
         for secret in secrets:
             keys = of_kind(docs, "Secret")[secret]["stringData"]
-            assert all(key.endswith("DATABASE_URL") for key in keys), secret
+            assert all(key.endswith(("DATABASE_URL", "AUTH_SIGNING_KEY")) for key in keys), secret
+    for name, config in of_kind(docs, "ConfigMap").items():
+        assert not any("SIGNING_KEY" in key for key in config["data"]), name
 
 
 def test_every_env_var_is_a_setting_of_the_service_it_is_given_to() -> None:
