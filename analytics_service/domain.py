@@ -51,7 +51,8 @@ def set_fact(facts: Facts | None, name: str, value: list[Any], late: bool = Fals
         return None
     current[name] = value
     if late:
-        current["late"] = [*current.get("late", []), name]
+        # sorted: facts from different topics may be folded in either order (live or rebuilt)
+        current["late"] = sorted([*current.get("late", []), name])
     return current
 
 
@@ -255,6 +256,12 @@ class Aggregates:
                 out.append({"start": start, "end": end, **figures(counts, lat, self.categories)})
         return out
 
+    def totals_figures(self) -> dict[str, Any]:
+        """The running totals since the start of the log, with the top products."""
+        return figures(self.totals, (), self.categories) | {
+            "top_products": top_products(self.totals)
+        }
+
     def summary(self, now_ms: int, range_name: str) -> dict[str, Any]:
         """What the dashboard shows for the last range_name (15m, 1h, 24h) up to now."""
         minutes = RANGES_MIN[range_name]
@@ -279,8 +286,7 @@ class Aggregates:
             "end": end,
             "window": figures(counts, lat, self.categories)
             | {"top_products": top_products(counts)},
-            "totals": figures(self.totals, (), self.categories)
-            | {"top_products": top_products(self.totals)},
+            "totals": self.totals_figures(),
             "series": series,
         }
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -23,13 +23,18 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
+from analytics_service.settings import Settings
 from deploy.eventlog import audit as auditing
 from deploy.eventlog import groups, reader, redrive, transfer
+from deploy.eventlog import rebuild as rebuilding
 from deploy.eventlog import trace as tracing
 from deploy.eventlog.reader import Bound
 from deploy.eventlog.records import EventLogError, LogRecord, decode_records, matches
@@ -525,6 +530,237 @@ def audit(
             )
     if not report.ok:
         raise typer.Exit(1)
+
+
+# --- rebuild -------------------------------------------------------------------------------------
+
+rebuild_app = typer.Typer(
+    help="Rebuild a read model from the whole log and compare it with the live one.",
+    no_args_is_help=True,
+)
+events_app.add_typer(rebuild_app, name="rebuild")
+
+LIVE_ANALYTICS = "http://127.0.0.1:8002"
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} events/s")
+
+
+def _rebuild_fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error: {escape(message)}[/red]", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _rebuild_report(
+    rebuilt: rebuilding.Rebuilt,
+    live: dict[str, Any] | None,
+    live_error: str | None,
+    lag: dict[str, int],
+    comparison: rebuilding.Comparison | None,
+    dropped: list[str],
+) -> dict[str, Any]:
+    state = rebuilt.fold.state()
+    if comparison is not None:
+        outcome = "match" if comparison.ok else "differ"
+    elif lag:
+        outcome = "live behind"
+    else:
+        outcome = "no live service"
+    return {
+        "app_id": rebuilt.app_id,
+        "records": rebuilt.records,
+        "seconds": round(rebuilt.seconds, 3),
+        "events_per_s": round(rebuilt.rate),
+        "read_to": rebuilt.read_to,
+        "changelogs": {
+            "records": rebuilt.changelog_records,
+            "kept": not dropped,
+            "deleted": dropped,
+        },
+        "live": None
+        if live is None
+        else {"app_id": live.get("app_id"), "positions": live.get("positions")},
+        "live_error": live_error,
+        "live_behind": lag,
+        "newer_than_rebuild": dict(rebuilt.newer),
+        "outcome": outcome,
+        "differing": comparison.differing if comparison else [],
+        "differences": [d.as_dict() for d in comparison.differences] if comparison else [],
+        "rebuilt": {k: state[k] for k in ("tables", "totals", "low_stock", "horizon")}
+        | {"windows": len(state["windows"])},
+    }
+
+
+def _print_rebuild(report: dict[str, Any], comparison: rebuilding.Comparison | None) -> None:
+    kept = report["changelogs"]["kept"]
+    console.print(
+        f"rebuilt {report['records']:,} records in {report['seconds']:.2f} s "
+        f"({report['events_per_s']:,} events/s) under [bold]{escape(report['app_id'])}[/bold]; "
+        + ("changelogs kept: " if kept else "changelogs written, then deleted (--keep keeps): ")
+        + ", ".join(f"{n} {c:,}" for n, c in report["changelogs"]["records"].items()),
+        soft_wrap=True,
+    )
+    if report["live"] is None:
+        console.print(
+            f"[yellow]no live analytics service: {escape(report['live_error'] or '')}[/yellow]",
+            soft_wrap=True,
+        )
+        t = report["rebuilt"]["totals"]
+        table = Table("rebuilt figure", "value", box=box.SIMPLE_HEAD)
+        for name, entry in report["rebuilt"]["tables"].items():
+            table.add_row(f"tables.{name}", f"{entry['entries']} entries, {entry['digest'][:12]}")
+        for name in ("placed", "confirmed", "rejected", "cancelled", "refunded", "units"):
+            table.add_row(name, str(t[name]))
+        table.add_row("revenue", escape(orjson.dumps(t["revenue"]).decode()))
+        table.add_row("windows (1 minute)", str(report["rebuilt"]["windows"]))
+        table.add_row("low-stock alerts", str(len(report["rebuilt"]["low_stock"])))
+        console.print(table)
+        return
+    if report["newer_than_rebuild"]:
+        newer = sum(report["newer_than_rebuild"].values())
+        console.print(
+            f"the live service was {newer} events ahead of the rebuild's end offsets; the rebuild "
+            "folded them too before comparing: "
+            + ", ".join(
+                f"{escape(k)} {v}" for k, v in sorted(report["newer_than_rebuild"].items())
+            ),
+            soft_wrap=True,
+        )
+    if report["live_behind"]:
+        console.print(
+            "[red]the live service has not folded everything the rebuild read "
+            "(offsets behind, per partition): "
+            + ", ".join(f"{escape(k)} {v}" for k, v in sorted(report["live_behind"].items()))
+            + "[/red]",
+            soft_wrap=True,
+        )
+        return
+    assert comparison is not None
+    table = Table("what", "live", "rebuilt", "", box=box.SIMPLE_HEAD, title="live vs rebuilt")
+    for row in comparison.rows:
+        mark = "[green]✓[/green]" if row.match else "[red]✗[/red]"
+        table.add_row(escape(row.what), escape(row.live), escape(row.rebuilt), mark)
+    console.print(table)
+    if comparison.ok:
+        console.print("[green]the rebuilt tables match the live ones[/green]")
+        return
+    shown = comparison.differences[:20]
+    diffs = Table("difference", "live", "rebuilt", box=box.SIMPLE_HEAD)
+    for d in shown:
+        diffs.add_row(escape(d.what), escape(str(d.live)), escape(str(d.rebuilt)))
+    console.print(diffs)
+    if len(comparison.differences) > len(shown):
+        console.print(f"... and {len(comparison.differences) - len(shown)} more")
+    console.print(
+        f"[red]the rebuilt tables differ from the live ones in: "
+        f"{escape(', '.join(comparison.differing))}[/red]",
+        soft_wrap=True,
+    )
+
+
+@rebuild_app.command("analytics")
+def rebuild_analytics(
+    app_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Application id to rebuild under [default: rebuild-<UTC time>-analytics]."
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="SHOP_ANALYTICS_URL",
+            help=f"The live analytics service to compare with [default: {LIVE_ANALYTICS}].",
+        ),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the rebuilt changelog topics and group offsets.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the live service to fold what was read.")
+    ] = 30.0,
+    bootstrap: Bootstrap = LOCAL_KAFKA,
+    as_json: Json = False,
+) -> None:
+    """Rebuild the analytics tables from the whole log under a fresh application id and compare
+    them with the live service: exit 0 when they match, 1 when they differ, 2 on errors."""
+    live_url = url or LIVE_ANALYTICS
+    target = app_id or rebuilding.default_app_id()
+
+    async def work() -> tuple[dict[str, Any], rebuilding.Comparison | None]:
+        live: dict[str, Any] | None = None
+        live_error: str | None = None
+        try:
+            live = await rebuilding.fetch_live(live_url)
+        except EventLogError as exc:
+            if url is not None:
+                raise
+            live_error = str(exc)
+        defaults = Settings()
+        grace_s = int(live["grace_s"]) if live else defaults.grace_s
+        retention_h = int(live["retention_h"]) if live else defaults.retention_h
+        rebuilding.check_app_id(target, str(live["app_id"]) if live else None)
+        await rebuilding.refuse_existing(bootstrap, target)
+        bar = Progress(
+            TextColumn("rebuilding analytics"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=as_json,
+        )
+        with bar:
+            task = bar.add_task("rebuild", total=None)
+            rebuilt = await rebuilding.fold_log(
+                bootstrap,
+                target,
+                grace_s=grace_s,
+                retention_h=retention_h,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        comparison: rebuilding.Comparison | None = None
+        lag: dict[str, int] = {}
+        if live is not None:
+            live, positions, lag = await rebuilding.settled_live(
+                bootstrap, live_url, rebuilt.fold.positions, wait
+            )
+            if not lag:
+                await rebuilding.catch_up(bootstrap, rebuilt, positions)
+                comparison = rebuilding.compare(live, rebuilt.fold.state())
+        await rebuilding.write_changelogs(bootstrap, rebuilt)
+        dropped = [] if keep else await rebuilding.drop(bootstrap, target)
+        report = _rebuild_report(rebuilt, live, live_error, lag, comparison, dropped)
+        return report, comparison
+
+    try:
+        report, comparison = asyncio.run(work())
+    except EventLogError as exc:
+        _rebuild_fail(str(exc))
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_rebuild(report, comparison)
+    if report["outcome"] in ("differ", "live behind"):
+        raise typer.Exit(1)
+
+
+@rebuild_app.command("drop")
+def rebuild_drop(
+    app_id: Annotated[str, typer.Argument(help="The application id a kept rebuild ran under.")],
+    bootstrap: Bootstrap = LOCAL_KAFKA,
+) -> None:
+    """Delete a kept rebuild's changelog topics and consumer group."""
+    try:
+        rebuilding.check_app_id(app_id)
+        dropped = asyncio.run(rebuilding.drop(bootstrap, app_id))
+    except EventLogError as exc:
+        _rebuild_fail(str(exc))
+    console.print(f"deleted {', '.join(dropped) or 'no topics'} and the group {escape(app_id)}")
 
 
 __all__ = ["events_app"]
