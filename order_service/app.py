@@ -16,6 +16,8 @@ from order_service.domain import Deadlines
 from order_service.settings import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+PURGE_INTERVAL_S = 600.0
+PURGE_BATCH = handlers.PURGE_BATCH
 
 
 def build(settings: Settings) -> ServiceRuntime:
@@ -38,6 +40,20 @@ def build(settings: Settings) -> ServiceRuntime:
 
         await periodically(runtime, settings.deadline_scan_ms / 1000, sweep, "saga-deadlines")
 
+    async def idempotency_purge(runtime: ServiceRuntime) -> None:
+        """Forget idempotency keys older than their TTL (the table would grow without bound)."""
+        ttl = timedelta(hours=settings.idempotency_ttl_h)
+
+        async def purge() -> None:
+            # in bounded batches, so a long backlog never holds one long transaction
+            while True:
+                async with runtime.pool.acquire() as conn:
+                    purged = await handlers.purge_idempotency_keys(conn, handlers.utcnow() - ttl)
+                if purged < PURGE_BATCH:
+                    return
+
+        await periodically(runtime, PURGE_INTERVAL_S, purge, "idempotency-purge")
+
     runtime = ServiceRuntime(
         settings,
         registry=REGISTRY,
@@ -49,7 +65,7 @@ def build(settings: Settings) -> ServiceRuntime:
                 "order-saga", [INVENTORY_EVENTS, PAYMENT_EVENTS], handlers.saga_handlers(deadlines)
             ),
         ],
-        background=[saga_deadlines],
+        background=[saga_deadlines, idempotency_purge],
     )
     app.state.runtime = runtime
     return runtime

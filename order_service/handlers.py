@@ -44,6 +44,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+PURGE_BATCH = 5_000
+
+
+async def purge_idempotency_keys(conn: Conn, older_than: datetime) -> int:
+    """Delete up to PURGE_BATCH idempotency keys created before `older_than`; returns how many."""
+    status = await conn.execute(repository.PURGE_IDEMPOTENCY_KEYS, older_than, PURGE_BATCH)
+    purged = int(status.split()[-1])
+    if purged:
+        log.info("idempotency keys purged", count=purged)
+    return purged
+
+
 async def apply_decision(conn: Conn, before: Order, decision: Decision) -> list[Message]:
     """Persist what the domain decided and return the messages to send."""
     after = decision.order

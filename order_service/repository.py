@@ -54,6 +54,11 @@ LOCK_CUSTOMER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7340004))"
 COUNT_OPEN_ORDERS = """
 SELECT count(*) FROM orders WHERE customer_id = $1 AND status IN ('PENDING', 'STOCK_RESERVED')
 """
+PURGE_IDEMPOTENCY_KEYS = """
+DELETE FROM idempotency_keys WHERE ctid IN (
+    SELECT ctid FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2
+)
+"""
 LOCK_IDEMPOTENCY_KEY = (
     "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7340003))"
 )

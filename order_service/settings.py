@@ -21,6 +21,9 @@ class Settings(ServiceSettings):
     confirm_deadline_s: float = Field(default=30.0, gt=0)
     deadline_scan_ms: int = Field(default=500, ge=10)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    idempotency_ttl_h: float = Field(
+        default=24.0, gt=0, description="How long a retried POST gets the first answer back."
+    )
     max_open_orders: int = Field(
         default=10,
         ge=0,
