@@ -129,8 +129,11 @@ def level_changed(level: StockLevel, *, cause: str) -> StockLevelChanged:
 
 
 def describe(reservation: Reservation, *, reason: str | None = None) -> Message:
-    """The event that tells the saga where a reservation stands; the reply to a repeated command."""
-    order_id, lines = reservation.order_id, reservation.lines
+    """The event that tells the saga where a reservation stands; the reply to a repeated or late
+    command. It carries no lines: it moves no stock, and the log (which `shop events audit` and
+    any rebuilt read model add up) must hold each reservation's movements once, in the events
+    that made them."""
+    order_id, lines = reservation.order_id, ()
     match reservation.status:
         case ReservationStatus.RESERVED:
             return StockReserved(order_id=order_id, lines=lines, expires_at=reservation.expires_at)

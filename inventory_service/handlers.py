@@ -92,10 +92,11 @@ async def release_reservation(
                 )
             ]
         case ReservationStatus.RELEASED | ReservationStatus.EXPIRED:
+            # No lines: nothing moves now (see domain.describe).
             return [
                 ReservationReleased(
                     order_id=cmd.order_id,
-                    lines=reservation.lines,
+                    lines=(),
                     reason=f"already {reservation.status.lower()}",
                 )
             ]
