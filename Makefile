@@ -9,12 +9,13 @@ PACKAGES := events deploy bench order_service inventory_service payment_service 
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars test lint schemas bench run infra-up infra-down clean distclean
+.PHONY: help install kafka-jars test lint schemas bench run infra-up infra-down clean distclean audit
 
 help:
 	@echo "make run         start the whole platform locally, seeded (data in .var/); Ctrl-C stops it"
 	@echo "make test        run the whole test suite (starts its own stack on test ports)"
 	@echo "make lint        ruff check, ruff format --check, mypy --strict, schema compatibility"
+	@echo "make audit       pip-audit: known vulnerabilities in the pinned requirements.lock"
 	@echo "make schemas     regenerate events/schemas and events/asyncapi.yaml"
 	@echo "make bench       the platform under load vs a monolith and raw Kafka (bench/results/)"
 	@echo "make infra-up / infra-down   start / stop the local stack"
@@ -51,6 +52,14 @@ lint: $(VENV)/.installed
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Known vulnerabilities (PyPI's advisory data) in every pin of requirements.lock. --strict: a
+# package that cannot be looked up fails the audit instead of passing unchecked. AUDIT_ARGS adds
+# options, e.g. --vulnerability-service osv, or --ignore-vuln ID for a documented exception.
+AUDIT_ARGS ?=
+audit: $(VENV)/.installed
+	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip --strict \
+		--progress-spinner off --desc $(AUDIT_ARGS)
 
 schemas: $(VENV)/.installed
 	$(BIN)/python -m events.schema_tools export
