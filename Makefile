@@ -9,7 +9,8 @@ PACKAGES := events deploy bench order_service inventory_service payment_service 
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars test lint schemas bench run infra-up infra-down clean distclean audit
+.PHONY: help install kafka-jars test lint schemas bench chaos chaos-short run infra-up infra-down \
+	clean distclean audit
 
 help:
 	@echo "make run         start the whole platform locally, seeded (data in .var/); Ctrl-C stops it"
@@ -18,6 +19,8 @@ help:
 	@echo "make audit       pip-audit: known vulnerabilities in the pinned requirements.lock"
 	@echo "make schemas     regenerate events/schemas and events/asyncapi.yaml"
 	@echo "make bench       the platform under load vs a monolith and raw Kafka (bench/results/)"
+	@echo "make chaos-short faults injected under load, then the invariants (~3 min; in make test)"
+	@echo "make chaos       the long fault run: 10+ minutes, 50+ faults (docs/reliability.md)"
 	@echo "make infra-up / infra-down   start / stop the local stack"
 	@echo "make install     create .venv and fetch the Kafka jars"
 	@echo "make clean       remove caches; make distclean also .venv, jars and .var data"
@@ -60,6 +63,15 @@ AUDIT_ARGS ?=
 audit: $(VENV)/.installed
 	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip --strict \
 		--progress-spinner off --desc $(AUDIT_ARGS)
+
+# Fault injection (tests/faults/): its own Kafka, PostgreSQL and services; SEED=n repeats a run.
+SEED ?=
+CHAOS_ARGS ?=
+chaos-short: install
+	$(BIN)/python -m tests.faults.chaos --profile short $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+
+chaos: install
+	$(BIN)/python -m tests.faults.chaos --profile long $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 schemas: $(VENV)/.installed
 	$(BIN)/python -m events.schema_tools export
