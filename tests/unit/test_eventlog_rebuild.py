@@ -1,0 +1,129 @@
+"""The rebuild's pure parts: comparing a rebuilt state with the live one, lag, app ids, and the
+fold run twice over the same records in different partition interleavings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from analytics_service.fold import Fold
+from bench.saga_log import SagaLog
+from deploy.eventlog.rebuild import behind, check_app_id, compare, default_app_id, flatten
+from deploy.eventlog.records import EventLogError
+from events.contracts import OrderPlaced, PaymentDeclined, PricedLine, StockRejected
+from events.envelope import encode, wrap
+from events.messages import Message, Money
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def state(fold: Fold) -> dict[str, Any]:
+    return fold.state()
+
+
+def folded(records: list[tuple[str, int, int, bytes]], live: bool = True) -> Fold:
+    fold = Fold(600_000, live=live)
+    for topic, partition, offset, value in records:
+        fold.apply(topic, partition, offset, value)
+    if not live:
+        fold.recovered()
+    return fold
+
+
+def saga_records(orders: int, stock: int = 40) -> list[tuple[str, int, int, bytes]]:
+    """A saga log, each topic on one partition, offsets in order."""
+    log = SagaLog([f"SKU-{i}" for i in range(8)], seed=3, stock=stock)
+    offsets: dict[str, int] = {}
+    out = []
+    for topic, _key, value, _headers in log.records(orders, T0):
+        if topic.endswith(".commands"):
+            continue
+        offsets[topic] = offsets.get(topic, -1) + 1
+        out.append((topic, 0, offsets[topic], value))
+    return out
+
+
+def test_a_rebuild_of_the_same_records_matches() -> None:
+    records = saga_records(200)
+    live, rebuilt = folded(records), folded(records, live=False)
+    result = compare(state(live), state(rebuilt))
+    assert result.ok, result.differences[:5]
+    assert {r.what for r in result.rows} >= {"tables.orders", "totals.placed", "low_stock"}
+    assert state(rebuilt)["totals"]["placed"] == 200
+    assert state(rebuilt)["low_stock"], "the small stock should raise low-stock alerts"
+
+
+def test_folding_topics_in_another_interleaving_gives_the_same_tables() -> None:
+    records = saga_records(150)
+    by_topic = sorted(records, key=lambda r: (r[0], r[2]))  # one topic after another
+    assert compare(state(folded(records)), state(folded(by_topic, live=False))).ok
+
+
+def test_an_extra_order_shows_in_the_orders_table_and_the_totals() -> None:
+    records = saga_records(50)
+    extra = OrderPlaced(
+        order_id=uuid.uuid4(),
+        customer_id="extra",
+        lines=(PricedLine(sku="SKU-1", quantity=2, unit_price=Money(amount=100, currency="USD")),),
+        total=Money(amount=200, currency="USD"),
+        placed_at=T0,
+    )
+    value = encode(wrap(extra, producer="test", occurred_at=T0))
+    rebuilt = folded([*records, ("order.events", 0, 10_000, value)], live=False)
+    result = compare(state(folded(records)), state(rebuilt))
+    assert not result.ok
+    assert {"tables.orders", "totals.placed", "windows (1 minute)"} <= set(result.differing)
+    placed = next(d for d in result.differences if d.what == "totals.placed")
+    assert placed.rebuilt == placed.live + 1
+
+
+def test_minutes_one_side_has_pruned_are_not_a_difference() -> None:
+    records = saga_records(30)
+    live, rebuilt = folded(records), folded(records, live=False)
+    live.prune(int((T0 + timedelta(hours=25, minutes=30)).timestamp() * 1000), 25)
+    assert live.state()["windows"] != rebuilt.state()["windows"]
+    assert compare(live.state(), rebuilt.state()).ok
+
+
+def test_a_late_fact_set_from_two_topics_is_recorded_in_one_order() -> None:
+    oid = uuid.uuid4()
+    old = T0 - timedelta(hours=2)
+
+    def rec(topic: str, offset: int, msg: Message, at: datetime) -> tuple[str, int, int, bytes]:
+        return (topic, 0, offset, encode(wrap(msg, producer="t", occurred_at=at)))
+
+    fresh = [
+        rec("inventory.events", 0, StockRejected(order_id=uuid.uuid4(), reason="x"), T0),
+        rec("payment.events", 0, PaymentDeclined(order_id=uuid.uuid4(), code="d", reason="x"), T0),
+    ]
+    late = [
+        rec("inventory.events", 1, StockRejected(order_id=oid, reason="x"), old),
+        rec("payment.events", 1, PaymentDeclined(order_id=oid, code="d", reason="x"), old),
+    ]
+    one = folded([*fresh, late[0], late[1]])
+    other = folded([*fresh, late[1], late[0]])
+    assert one.orders[str(oid)]["late"] == ["declined", "stock_rejected"]
+    assert compare(one.state(), other.state()).ok
+
+
+def test_lag_counts_what_the_live_side_has_not_folded() -> None:
+    rebuilt = {"order.events/0": 10, "order.events/1": 5}
+    assert behind(rebuilt, {"order.events/0": 10, "order.events/1": 7}) == {}
+    assert behind(rebuilt, {"order.events/0": 8}) == {"order.events/0": 2, "order.events/1": 5}
+
+
+def test_flatten_names_every_leaf() -> None:
+    assert flatten({"a": {"b": 1, "c": [{"d": 2}]}, "e": []}) == {"a.b": 1, "a.c[0].d": 2, "e": []}
+
+
+def test_app_ids_must_be_an_analytics_id_and_not_the_live_one() -> None:
+    assert default_app_id(T0) == "rebuild-20261125T120000Z-analytics"
+    check_app_id(default_app_id(T0), "analytics")
+    for bad in ("rebuild-1", "has space-analytics", ""):
+        with pytest.raises(EventLogError):
+            check_app_id(bad)
+    with pytest.raises(EventLogError, match="live"):
+        check_app_id("e2e-1-analytics", "e2e-1-analytics")
