@@ -341,3 +341,16 @@ async def create_acls(bootstrap: str, security: BrokerSecurity, acls: Iterable[A
                     raise InfraError(f"the broker refused the ACL {acl}: {code} {message}")
             count += 1
     return count
+
+
+def documented_acls(group_prefix: str = "") -> list[Acl]:
+    """The ACLs docs/security.md lists: all but the DESCRIBE every service has on every topic."""
+    return [
+        a
+        for a in platform_acls(group_prefix)
+        if not (a.operation == "DESCRIBE" and a.pattern == "LITERAL")
+    ]
+
+
+if __name__ == "__main__":
+    print(acl_table(documented_acls()))
