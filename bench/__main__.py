@@ -4,6 +4,8 @@ Starts its own stack on bench-only ports in a fresh folder, the five services, s
 stock, warms up, drives open-loop load over HTTP at each rate of a schedule (or doubles the rate
 until the platform saturates with --find-max), then runs the two baselines on the same machine: a
 monolith (one FastAPI process, one transaction per order) and the raw transport (aiokafka alone).
+Then the log tools: `shop events export` and `shop events rebuild analytics` on a log of at
+least --log-records records (`--only logtools` runs just those on a stack of their own).
 Writes bench/results/latest.json and PNG charts, and prints a summary.
 """
 
@@ -22,16 +24,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench import transport
+from bench import saga_log, transport
 from bench.loadgen import Customers, Sent, StepResult, TerminalTracker, open_loop, order_body
 from bench.monolith import prepare
+from deploy.eventlog import reader
+from deploy.eventlog import rebuild as rebuilding
 from deploy.eventlog.transfer import export
 from deploy.local.services import SERVICES, ServiceSupervisor
 from deploy.local.stack import LocalStack
@@ -351,13 +355,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             accepted_status=201,
         )
 
-        print("event export (shop events export) of every event topic", flush=True)
-        exported = await export(
-            stack.kafka.bootstrap,
-            [t.name for t in all_topics() if t.kind in ("event", "command")],
-            data / "export.jsonl",
-        )
-        print(f"  {exported.records} records in {exported.seconds:.1f}s: {exported.rate:.0f}/s")
+        tools = await logtools(stack.kafka.bootstrap, data, args.log_records)
 
         print("baseline 2: raw transport (aiokafka alone)", flush=True)
         raw = await transport.measure(stack.kafka.bootstrap, messages=args.transport_messages)
@@ -382,8 +380,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": max((s["latency_ms"]["p99"] or 0) for s in steps) if steps else None,
             "p99_ms_at_500_per_s": at_500["latency_ms"]["p99"] if at_500 else None,
             "freshness_p99_ms": None,
-            "export_events_per_s": round(exported.rate),
-            "export_records": exported.records,
+            **tools,
             "transport": raw,
             "vs_transport": round(best(steps) / raw["consume_per_s"], 4),
             "consumer_lag_after_load": lag,
@@ -404,6 +401,76 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sup.stop_all()
         stack.down()
         shutil.rmtree(data, ignore_errors=True)
+
+
+async def logtools(bootstrap: str, data: Path, min_records: int) -> dict[str, Any]:
+    """Export (`shop events export`) and rebuild (`shop events rebuild analytics`) throughput on
+    a log of at least `min_records` records: what the load left, topped up with a synthetic
+    saga log (bench/saga_log.py) when that is fewer."""
+    names = [t.name for t in all_topics() if t.kind in ("event", "command")]
+    async with reader.consumer(bootstrap) as kafka:
+        ranges = await reader.resolve(kafka, names, reader.EARLIEST, reader.LATEST)
+    have = sum(hi - lo for lo, hi in ranges.values())
+    if have < min_records:
+        print(f"topping the log up from {have} to {min_records} records", flush=True)
+        skus = [f"SYN-{i:04d}" for i in range(240)]
+        log = saga_log.SagaLog(skus, seed=5)
+        started = datetime.now(UTC) - timedelta(hours=1)
+        # + the catalog's records, which are on a compacted topic the export does not read
+        wanted = min_records - have + len(skus)
+        await saga_log.produce(bootstrap, log.records(10**9, started), until=wanted)
+    print("event export (shop events export) of every event and command topic", flush=True)
+    cpu = time.process_time()
+    exported = await export(bootstrap, names, data / "export.jsonl")
+    export_cpu = time.process_time() - cpu
+    print(
+        f"  {exported.records} records in {exported.seconds:.1f}s: {exported.rate:.0f}/s "
+        f"({exported.records / export_cpu:.0f} per CPU second of the exporting process)"
+    )
+    print("analytics rebuild (shop events rebuild analytics) from the whole log", flush=True)
+    cpu = time.process_time()
+    rebuilt = await rebuilding.fold_log(
+        bootstrap, "bench-rebuild-analytics", grace_s=600, retention_h=25
+    )
+    await rebuilding.write_changelogs(bootstrap, rebuilt)
+    rebuild_cpu = time.process_time() - cpu
+    await rebuilding.drop(bootstrap, rebuilt.app_id)
+    print(
+        f"  {rebuilt.records} events in {rebuilt.seconds:.1f}s: {rebuilt.rate:.0f}/s "
+        f"(fold {rebuilt.fold_seconds:.1f}s, changelogs {rebuilt.write_seconds:.1f}s; "
+        f"{rebuilt.records / rebuild_cpu:.0f} per CPU second of the rebuilding process)"
+    )
+    return {
+        "export_events_per_s": round(exported.rate),
+        "export_records": exported.records,
+        "export_events_per_cpu_s": round(exported.records / export_cpu),
+        "rebuild_events_per_s": round(rebuilt.rate),
+        "rebuild_records": rebuilt.records,
+        "rebuild_events_per_cpu_s": round(rebuilt.records / rebuild_cpu),
+        "load_average_1m": round(os.getloadavg()[0], 1),
+    }
+
+
+async def run_logtools(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the log tools, on a stack of their own: `python -m bench --only logtools`."""
+    data = Path(tempfile.mkdtemp(prefix="shop-bench-"))
+    base = args.port_base
+    stack = LocalStack(data, kafka_port=base, kafka_controller_port=base + 1, pg_port=base + 2)
+    try:
+        print(f"starting the stack in {data}", flush=True)
+        stack.up(databases=[])
+        figures = await logtools(stack.kafka.bootstrap, data, args.log_records)
+    finally:
+        stack.down()
+        shutil.rmtree(data, ignore_errors=True)
+    latest = RESULTS / "latest.json"
+    result: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else {}
+    result.update(figures)
+    result["logtools_when"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result["logtools_command"] = "python -m bench " + " ".join(sys.argv[1:])
+    RESULTS.mkdir(exist_ok=True)
+    latest.write_text(json.dumps(result, indent=2) + "\n")
+    return figures
 
 
 async def scrape_lag(order_url: str) -> float | None:
@@ -435,9 +502,23 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=240)
     parser.add_argument("--transport-messages", type=int, default=100_000)
     parser.add_argument("--port-base", type=int, default=27100)
+    parser.add_argument(
+        "--log-records",
+        type=int,
+        default=100_000,
+        help="export and rebuild a log of at least this many records (topped up if needed)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["logtools"],
+        help="logtools: only the export and rebuild throughput (latest.json keeps the rest)",
+    )
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the stack and services the bench started are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.only == "logtools":
+        print(json.dumps(asyncio.run(run_logtools(args)), indent=2))
+        return
     result = asyncio.run(run(args))
     print(
         json.dumps(
@@ -449,6 +530,8 @@ def main() -> None:
                     "vs_monolith",
                     "p99_ms",
                     "vs_transport",
+                    "export_events_per_s",
+                    "rebuild_events_per_s",
                 )
             },
             indent=2,
