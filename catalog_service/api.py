@@ -24,6 +24,7 @@ from catalog_service import domain, handlers, repository
 from catalog_service.domain import Change, Details, Patch, Product
 from events.contracts import Sku
 from events.kit.auth import admin_principal
+from events.kit.http import UNREADABLE_BODY
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_PRICE = 10**12
@@ -41,9 +42,15 @@ def _integer_price(value: object) -> object:
     return value
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Description = Annotated[str, Field(max_length=5000)]
+# PostgreSQL text cannot hold NUL: refused here with 422 rather than failing the INSERT with 500.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
+]
+Category = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL)
+]
+Description = Annotated[str, Field(max_length=5000, pattern=NO_NUL)]
 Price = Annotated[
     int,
     BeforeValidator(_integer_price),
@@ -171,10 +178,17 @@ def _now() -> datetime:
 @router.get("/products", response_model=ProductPage)
 async def list_products(
     pool: PoolDep,
-    category: Annotated[str | None, Query(max_length=100, description="Exact category.")] = None,
+    category: Annotated[
+        str | None, Query(max_length=100, pattern=NO_NUL, description="Exact category.")
+    ] = None,
     search: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="Case-insensitive part of the name."),
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=NO_NUL,
+            description="Case-insensitive part of the name.",
+        ),
     ] = None,
     active: Annotated[bool | None, Query(description="Only active or only inactive.")] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
@@ -204,7 +218,7 @@ async def get_product(sku: SkuPath, pool: PoolDep) -> ProductOut:
     "/products",
     status_code=201,
     response_model=ProductOut,
-    responses={409: {"description": "A product with this SKU exists"}},
+    responses={**UNREADABLE_BODY, 409: {"description": "A product with this SKU exists"}},
 )
 async def create_product(body: NewProductIn, pool: PoolDep, response: Response) -> ProductOut:
     """Create a product; 409 if its SKU exists."""
@@ -220,7 +234,7 @@ async def create_product(body: NewProductIn, pool: PoolDep, response: Response) 
 @admin.put(
     "/products/{sku}",
     response_model=ProductOut,
-    responses={201: {"description": "Created", "model": ProductOut}},
+    responses={**UNREADABLE_BODY, 201: {"description": "Created", "model": ProductOut}},
 )
 async def put_product(
     sku: SkuPath, body: ProductIn, pool: PoolDep, response: Response
@@ -234,7 +248,9 @@ async def put_product(
     return ProductOut.of(product)
 
 
-@admin.patch("/products/{sku}", response_model=ProductOut, responses=NOT_FOUND)
+@admin.patch(
+    "/products/{sku}", response_model=ProductOut, responses={**NOT_FOUND, **UNREADABLE_BODY}
+)
 async def patch_product(sku: SkuPath, body: ProductPatchIn, pool: PoolDep) -> ProductOut:
     """Change some fields of a product; a patch that changes nothing publishes nothing."""
     patch = body.patch()

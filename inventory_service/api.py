@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.kit.auth import admin_principal
 from events.kit.db import Conn
+from events.kit.http import UNREADABLE_BODY
 from inventory_service import handlers, repository
 from inventory_service.domain import Policy, StockLevel
 
@@ -89,7 +90,11 @@ def router(pool: Callable[[], asyncpg.Pool], policy: Policy, *, service: str) ->
     @api.post(
         "/admin/stock/{sku}/restock",
         dependencies=[Depends(admin_principal)],
-        responses={401: {"description": "No valid token"}, 403: {"description": "Not an admin"}},
+        responses={
+            **UNREADABLE_BODY,
+            401: {"description": "No valid token"},
+            403: {"description": "Not an admin"},
+        },
     )
     async def restock(sku: SkuPath, body: RestockRequest, conn: Connection) -> StockView:
         """Add units of a SKU (creating it if new) and publish StockLevelChanged."""

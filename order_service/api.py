@@ -22,6 +22,7 @@ from events.contracts import TERMINAL_STATUSES, OrderStatus, StockLine
 from events.kit import outbox
 from events.kit.auth import CustomerDep, Principal
 from events.kit.db import Conn
+from events.kit.http import UNREADABLE_BODY
 from order_service import domain, handlers, repository
 from order_service.domain import Deadlines
 
@@ -42,14 +43,18 @@ class OrderIn(BaseModel):
 
     lines: list[LineIn] = Field(min_length=1, max_length=100)
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")
-    payment_token: str = Field(description="A payment token such as tok_approve; never a card")
+    payment_token: str = Field(
+        description="A payment token such as tok_approve; never a card",
+        # Documented, but checked by the validator below so that a card number gets its own answer.
+        json_schema_extra={"pattern": TOKEN.pattern},
+    )
 
     @field_validator("payment_token")
     @classmethod
     def token_not_card(cls, value: str) -> str:
         if PAN_LIKE.match(value) and sum(c.isdigit() for c in value) >= 13:
             raise ValueError("raw card numbers are refused; send a payment token (tok_...)")
-        if not TOKEN.match(value):
+        if not TOKEN.fullmatch(value):  # match() would let "tok_x\n" through
             raise ValueError("payment_token must be a token like tok_approve")
         return value
 
@@ -62,7 +67,8 @@ class OrderAccepted(BaseModel):
 class CancelIn(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: str = Field(default="cancelled by customer", max_length=500)
+    # PostgreSQL text cannot hold NUL: refused with 422 rather than failing the UPDATE with 500.
+    reason: str = Field(default="cancelled by customer", max_length=500, pattern=r"^[^\x00]*$")
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
@@ -109,6 +115,7 @@ async def _emit(conn: Conn, messages: list[Any]) -> None:
     response_model=OrderAccepted,
     responses={
         **AUTH_ERRORS,
+        **UNREADABLE_BODY,
         409: {"description": "A request with this Idempotency-Key is in progress"},
         413: {"description": "Request body too large"},
         422: {"description": "Invalid order, unknown product, or a reused Idempotency-Key"},
@@ -275,7 +282,11 @@ async def list_orders(
     "/orders/{order_id}/cancel",
     status_code=202,
     response_model=OrderAccepted,
-    responses={**NO_ORDER, 409: {"description": "The order can no longer be cancelled"}},
+    responses={
+        **NO_ORDER,
+        **UNREADABLE_BODY,
+        409: {"description": "The order can no longer be cancelled"},
+    },
 )
 async def cancel(
     order_id: uuid.UUID, principal: CustomerDep, pool: PoolDep, body: CancelIn | None = None

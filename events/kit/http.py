@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 Check = Callable[[], Awaitable[None]]
+# FastAPI answers 400 when a JSON body cannot be read at all (not UTF-8, for example).
+UNREADABLE_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body cannot be read as JSON (for example, it is not UTF-8)"}
+}
 CHECK_TIMEOUT_S = 2.0
 
 
