@@ -109,6 +109,13 @@ def router(stream: AnalyticsStream) -> APIRouter:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
+    @r.get("/api/positions")
+    async def positions() -> Response:
+        """How far the figures have read: "topic/partition" -> the offset after the last record
+        folded. Cheap enough to poll (the bench measures freshness with it)."""
+        body = {"generated_at": now_ms(), "positions": dict(stream.fold.positions)}
+        return Response(orjson.dumps(body), media_type="application/json")
+
     @r.get("/api/low-stock")
     async def low_stock() -> list[dict[str, Any]]:
         """SKUs whose available stock is below their threshold now."""

@@ -7,9 +7,11 @@ growing latency instead of a politely slower client (the coordinated-omission tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -135,6 +137,8 @@ class TerminalTracker:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.terminal: dict[str, tuple[str, float]] = {}
+        # (partition, offset, event time) of each terminal event, in the order read
+        self.terminal_records: list[tuple[int, int, float]] = []
         self._waiting: dict[str, Sent] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -169,6 +173,7 @@ class TerminalTracker:
                     order_id = env["payload"]["order_id"]
                     at = _epoch(env["occurred_at"])
                     self.terminal[order_id] = (outcome, at)
+                    self.terminal_records.append((rec.partition, rec.offset, at))
                     sent = self._waiting.pop(order_id, None)
                     if sent is not None:
                         sent.outcome, sent.terminal_at = outcome, at
@@ -184,6 +189,76 @@ class TerminalTracker:
         if self._task:
             self._task.cancel()
         await self._consumer.stop()
+
+
+class FreshnessProbe:
+    """How long a terminal event takes to show in the analytics figures: polls the analytics
+    service's /api/positions and stamps each terminal event the tracker saw once the analytics
+    fold has read past its offset. Freshness = that moment - the event's time."""
+
+    def __init__(
+        self,
+        analytics_url: str,
+        tracker: TerminalTracker,
+        topic: str = "order.events",
+        interval_s: float = 0.05,
+    ) -> None:
+        self._url = analytics_url.rstrip("/") + "/api/positions"
+        self._tracker = tracker
+        self._topic = topic
+        self._interval_s = interval_s
+        self._cursor = 0
+        self._pending: dict[int, deque[tuple[int, float]]] = {}
+        self.visible: list[tuple[float, float]] = []  # (event time, seen in analytics)
+        self.polls = 0
+        self._drained = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            while True:
+                records = self._tracker.terminal_records
+                for partition, offset, at in records[self._cursor :]:
+                    self._pending.setdefault(partition, deque()).append((offset, at))
+                self._cursor = len(records)
+                if any(self._pending.values()):
+                    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                        r = await client.get(self._url)
+                        now = time.time()
+                        self.polls += 1
+                        self._mark(r.json()["positions"], now)
+                if not self.unseen():
+                    self._drained.set()
+                await asyncio.sleep(self._interval_s)
+
+    def _mark(self, positions: dict[str, int], now: float) -> None:
+        for partition, queue in self._pending.items():
+            folded = positions.get(f"{self._topic}/{partition}", 0)
+            while queue and queue[0][0] < folded:
+                _, at = queue.popleft()
+                self.visible.append((at, now))
+
+    def freshness_ms(self, started: float, ended: float) -> list[float]:
+        """Freshness of the terminal events whose event time falls in [started, ended]."""
+        return [(seen - at) * 1000 for at, seen in self.visible if started <= at <= ended]
+
+    async def drained(self, timeout_s: float) -> None:
+        """Wait until every terminal event read so far is visible (or the timeout passes)."""
+        self._drained.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+
+    def unseen(self) -> int:
+        return sum(len(q) for q in self._pending.values())
 
 
 def _epoch(iso: str) -> float:
