@@ -9,14 +9,13 @@ on ANALYTICS_HTTP_PORT (default 8002). Faust keeps its local data under ANALYTIC
 
 from __future__ import annotations
 
-import asyncio
-
 from analytics_service.app import build
 from analytics_service.settings import Settings
+from events.kit.runtime import run_service
 
 
 def main() -> None:
-    asyncio.run(build(Settings()).serve())
+    run_service(build(Settings()))
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ It serves /health/live, /health/ready and /metrics on CATALOG_HTTP_PORT (default
 
 from __future__ import annotations
 
-import asyncio
-
 from catalog_service.app import build
 from catalog_service.settings import Settings
+from events.kit.runtime import run_service
 
 
 def main() -> None:
-    asyncio.run(build(Settings()).serve())
+    run_service(build(Settings()))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ INVENTORY_RESERVATION_TTL_S seconds (default 120), swept every INVENTORY_EXPIRY_
 
 from __future__ import annotations
 
-import asyncio
-
+from events.kit.runtime import run_service
 from inventory_service.app import build
 from inventory_service.settings import Settings
 
 
 def main() -> None:
-    asyncio.run(build(Settings()).serve())
+    run_service(build(Settings()))
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ It serves /health/live, /health/ready and /metrics on ORDER_HTTP_PORT (default 8
 
 from __future__ import annotations
 
-import asyncio
-
+from events.kit.runtime import run_service
 from order_service.app import build
 from order_service.settings import Settings
 
 
 def main() -> None:
-    asyncio.run(build(Settings()).serve())
+    run_service(build(Settings()))
 
 
 if __name__ == "__main__":

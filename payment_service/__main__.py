@@ -9,14 +9,13 @@ PAYMENT_GATEWAY_FAILURE_RATE, PAYMENT_GATEWAY_TIMEOUT_MS and PAYMENT_GATEWAY_SEE
 
 from __future__ import annotations
 
-import asyncio
-
+from events.kit.runtime import run_service
 from payment_service.app import build
 from payment_service.settings import Settings
 
 
 def main() -> None:
-    asyncio.run(build(Settings()).serve())
+    run_service(build(Settings()))
 
 
 if __name__ == "__main__":

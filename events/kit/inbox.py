@@ -5,6 +5,11 @@ in the inbox table and run the handlers in ONE transaction, append whatever the 
 outbox in that same transaction, and only then commit the offsets. A crash before the transaction
 commits leaves no effect; a crash after it means a redelivery, which the inbox skips.
 
+Offsets are committed at most every `commit_interval_ms` (and when partitions are revoked, when the
+consumer closes, and at once after a batch that dead-lettered something), never before the batch's
+transaction: at small batches an OffsetCommit per batch was one broker request per message. A
+crash then redelivers up to that interval's records, which the inbox skips.
+
 If a handler raises, the batch is rolled back and its records are applied one by one, each retried
 with backoff; a record that still fails goes to the DLQ and the consumer carries on. Database and
 network faults are not the message's fault: those are retried without limit and never dead-lettered.
@@ -105,6 +110,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Let the batch in flight finish and commit before the partitions move on.
         async with self._owner._batch_lock:
+            await self._owner.flush_commits()
             log.info("partitions revoked", consumer=self._owner.name, partitions=len(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -130,6 +136,7 @@ class InboxConsumer:
         max_attempts: int = 3,
         backoff_ms: int = 100,
         parallel_keys: int = 1,
+        commit_interval_ms: int = 0,
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
@@ -148,6 +155,9 @@ class InboxConsumer:
         self._stopping = asyncio.Event()
         self._channel = outbox.notify_channel(service)
         self._last_lag_update = 0.0
+        self._commit_interval_s = commit_interval_ms / 1000
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit_at = 0.0
         self.stats = ConsumerStats()
         options: dict[str, Any] = {
             "group_id": name,
@@ -177,6 +187,8 @@ class InboxConsumer:
     async def close(self) -> None:
         self._stopping.set()
         async with self._batch_lock:
+            with contextlib.suppress(KafkaError):
+                await self.flush_commits()
             await self._consumer.stop()
 
     async def run(self) -> None:
@@ -190,10 +202,14 @@ class InboxConsumer:
             if batch:
                 async with self._batch_lock:
                     await self.process(batch)
+            elif self._uncommitted:
+                async with self._batch_lock:
+                    await self.flush_commits()
             await self._update_lag()
 
     async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()
+        dead_lettered_before = self.stats.dead_lettered
         records = [r for recs in batch.values() for r in recs]
         self.stats.consumed += len(records)
         self.stats.batches += 1
@@ -206,7 +222,18 @@ class InboxConsumer:
         metrics.HANDLER_SECONDS.labels(self.name).observe(
             (time.perf_counter() - started) / max(1, len(records))
         )
-        await self._commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+        self._uncommitted.update({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+        due = time.monotonic() - self._last_commit_at >= self._commit_interval_s
+        if due or self.stats.dead_lettered != dead_lettered_before:
+            await self.flush_commits()
+
+    async def flush_commits(self) -> None:
+        """Commit the offsets of every batch applied since the last commit."""
+        if not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._last_commit_at = time.monotonic()
+        await self._commit(offsets)
 
     async def _decode(self, records: list[ConsumerRecord]) -> list[_Item]:
         items: list[_Item] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import uvicorn
+import uvloop
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
@@ -135,6 +136,7 @@ class ServiceRuntime:
                 max_attempts=s.handler_max_attempts,
                 backoff_ms=s.retry_backoff_ms,
                 parallel_keys=s.consumer_parallel_keys,
+                commit_interval_ms=s.consumer_commit_interval_ms,
                 consumer_options=client,
             )
             await consumer.start()
@@ -215,6 +217,12 @@ class ServiceRuntime:
 
     async def _check_kafka(self) -> None:
         await self.producer.client.fetch_all_metadata()
+
+
+def run_service(runtime: ServiceRuntime) -> None:
+    """A service process's entry point: serve() on uvloop (measured: less CPU per message than
+    the default asyncio loop, whose selector and callbacks are a visible share of every profile)."""
+    uvloop.run(runtime.serve())
 
 
 async def periodically(

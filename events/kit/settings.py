@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     consumer_poll_ms: int = Field(default=200, ge=1)
     handler_max_attempts: int = Field(default=3, ge=1)
     consumer_parallel_keys: int = Field(default=1, ge=1, le=256)
+    consumer_commit_interval_ms: int = Field(
+        default=200, ge=0, description="Commit offsets at most this often (0: after every batch)."
+    )
     retry_backoff_ms: int = Field(default=100, ge=0)
     outbox_batch_max: int = Field(default=500, ge=1)
     outbox_poll_ms: int = Field(default=500, ge=1)
