@@ -233,6 +233,7 @@ class Run:
                 stock_in=self.stock_in,
                 unanswered=load.in_flight,
                 crashes=faults.crashes,
+                harness_errors=faults.errors,
             )
             if not findings.violations:
                 return findings, time.monotonic() - healed

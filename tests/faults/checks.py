@@ -74,6 +74,7 @@ async def check_all(
     stock_in: Mapping[str, int],
     unanswered: int,
     crashes: Sequence[str],
+    harness_errors: Sequence[str] = (),
 ) -> Findings:
     found = Findings()
     report = await audit_log(bootstrap)
@@ -133,6 +134,8 @@ async def check_all(
         found.add("answers", "requests", f"{unanswered} request(s) still without a definite answer")
     for crash in crashes:
         found.add("crash", crash.split(" ", 1)[0], crash)
+    for error in harness_errors:
+        found.add("harness", "fault", error)
     return found
 
 

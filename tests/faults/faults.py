@@ -23,9 +23,8 @@ from typing import TypeVar
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
-from deploy.eventlog import groups
+from deploy.eventlog import groups, reader
 from deploy.eventlog.groups import OffsetChange
 from deploy.local.common import InfraError
 from deploy.local.services import BY_NAME, SERVICES, ServiceDef
@@ -85,6 +84,7 @@ class FaultInjector:
     expected_down: set[tuple[str, int]] = field(default_factory=set)
     crashes: list[str] = field(default_factory=list)
     failed_starts: int = 0
+    errors: list[str] = field(default_factory=list)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, package: str) -> asyncio.Lock:
@@ -118,6 +118,11 @@ class FaultInjector:
         fault = Injected(kind, "", time.monotonic())
         try:
             await action(fault)
+        except Exception as exc:
+            # The harness itself failed (a restart that never came back, say): the run goes on
+            # to heal and check, and this counts against it.
+            fault.detail = f"FAILED: {exc!r:.300}"
+            self.errors.append(f"{kind} on {fault.target or '?'}: {exc!r:.300}")
         finally:
             fault.seconds = time.monotonic() - fault.started
             self.injected.append(fault)
@@ -188,9 +193,24 @@ class FaultInjector:
         down = self.rng.uniform(2.0, 8.0)
         await asyncio.sleep(down)
         started = time.monotonic()
-        await asyncio.to_thread(broker.launch)
-        await asyncio.to_thread(broker.wait_ready, 240)
+        await self._start_broker()
         fault.detail = f"down {down:.0f}s, back in {time.monotonic() - started:.0f}s"
+
+    async def _start_broker(self) -> None:
+        """Launch the broker and wait until it answers; a launch that dies (its port still held
+        by a socket of the killed one, say) is tried again."""
+        broker = self.platform.broker
+        for attempt in range(1, 6):
+            try:
+                await asyncio.to_thread(broker.launch)
+                await asyncio.to_thread(broker.wait_ready, 240)
+                return
+            except InfraError as exc:
+                if attempt == 5:
+                    raise
+                self.failed_starts += 1
+                self.log(f"Kafka failed to start; again in 5s ({exc!s:.200})")
+                await asyncio.sleep(5.0)
 
     # -- 4. PostgreSQL connections reset mid-transaction ---------------------------------------
 
@@ -262,12 +282,7 @@ class FaultInjector:
         sent = 0
         try:
             await asyncio.wait_for(self._start_clients(consumer, producer), 60)
-            await consumer.topics()  # a consumer without a subscription fetches no metadata
-            tps = [
-                TopicPartition(t, p)
-                for t in DUPLICATED_TOPICS
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
+            tps = await reader.partitions_of(consumer, DUPLICATED_TOPICS)
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
             for tp in tps:
@@ -378,9 +393,7 @@ class FaultInjector:
     async def heal(self) -> None:
         """Undo whatever may be left: the proxy clear, the broker and every service running."""
         self.platform.proxy.heal()
-        if self.platform.broker.running_pid() is None:
-            await asyncio.to_thread(self.platform.broker.launch)
-        await asyncio.to_thread(self.platform.broker.wait_ready, 240)
+        await self._start_broker()
         for svc in SERVICES:
             async with self.lock(svc.package):
                 for k in self.platform.replicas(svc):

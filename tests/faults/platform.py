@@ -140,7 +140,8 @@ class ChaosPlatform:
                 if pid is not None:
                     # A paused process would ignore SIGTERM until its deadline.
                     self.services.send_signal(svc.package, signal.SIGCONT, k)
-        self.services.stop_all()
+        for svc in reversed(SERVICES):
+            self.services.stop(svc.package, timeout=5)
         self.broker.stop()
         self.postgres.stop()
         self.proxy.stop()
