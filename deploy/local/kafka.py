@@ -10,6 +10,7 @@ in `node-i` under it, on the client port base + 2(i-1) and the controller port n
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import shutil
 import socket
@@ -427,8 +428,9 @@ class KafkaCluster:
         (self.data_dir / "cluster.json").write_text(
             json.dumps({"brokers": self.brokers, "bootstrap": self.bootstrap})
         )
-        for n in self.nodes:
-            n.launch()
+        # Each node's first start formats its storage in a JVM of its own: side by side.
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(KafkaBroker.launch, self.nodes))
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Every node answers, and the cluster's metadata lists all of them."""
@@ -446,8 +448,11 @@ class KafkaCluster:
         return run_sync(live_broker_count(self.bootstrap))
 
     def stop(self, timeout: float = 60) -> dict[str, bool]:
-        """Stop every node; says which were running."""
-        return {n.name: n.stop(timeout) for n in self.nodes}
+        """Stop every node at once (a node stopped last alone would wait for a quorum that is
+        gone, until SIGKILL); says which were running."""
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            stopped = list(pool.map(lambda n: n.stop(timeout), self.nodes))
+        return {n.name: was for n, was in zip(self.nodes, stopped, strict=True)}
 
     def status(self) -> list[ServiceStatus]:
         return [n.status() for n in self.nodes]
