@@ -51,6 +51,7 @@ class Profile:
     skus: int = 6
     stock: int = 40
     restock_every_s: float = 12.0
+    min_faults: int = 0
 
 
 SHORT = Profile(
@@ -72,7 +73,7 @@ SHORT = Profile(
         "gateway-failing": 1,
     },
 )
-LONG = Profile("long", rate=3.0, load_s=660, settle_s=300)
+LONG = Profile("long", rate=3.0, load_s=660, settle_s=300, min_faults=50)
 PROFILES = {p.name: p for p in (SHORT, LONG)}
 
 
@@ -95,7 +96,9 @@ class Run:
             for k in platform.replicas(BY_NAME["order_service"])
         ]
         load = LoadGenerator(orders, skus, random.Random(rng.random()), p.rate, f"{self.seed}")
-        faults = FaultInjector(platform, random.Random(rng.random()), self.say)
+        faults = FaultInjector(
+            platform, random.Random(rng.random()), self.say, min_faults=p.min_faults
+        )
         stop_load, stop_watch = asyncio.Event(), asyncio.Event()
         started = time.monotonic()
         load_task = asyncio.create_task(load.run(stop_load))
@@ -145,6 +148,7 @@ class Run:
                 f"{KIND_OF[k]}. {k}": n
                 for k, n in sorted(faults.by_kind.items(), key=lambda kv: KIND_OF[kv[0]])
             },
+            "faults_failed": faults.errors,
             "service_start_retries": faults.failed_starts,
             "dead_letters": findings.audit.get("dead_letters"),
             "log_events": findings.audit.get("events"),
@@ -233,7 +237,6 @@ class Run:
                 stock_in=self.stock_in,
                 unanswered=load.in_flight,
                 crashes=faults.crashes,
-                harness_errors=faults.errors,
             )
             if not findings.violations:
                 return findings, time.monotonic() - healed

@@ -8,6 +8,8 @@
 - every acknowledged order reached a terminal state;
 - every accepted request has exactly one order (no request, however often retried, made two);
 - every request got a definite answer, and no service process exited on its own.
+
+A fault the harness failed to inject is reported beside the faults, not as a violation.
 """
 
 from __future__ import annotations
@@ -74,7 +76,6 @@ async def check_all(
     stock_in: Mapping[str, int],
     unanswered: int,
     crashes: Sequence[str],
-    harness_errors: Sequence[str] = (),
 ) -> Findings:
     found = Findings()
     report = await audit_log(bootstrap)
@@ -134,8 +135,6 @@ async def check_all(
         found.add("answers", "requests", f"{unanswered} request(s) still without a definite answer")
     for crash in crashes:
         found.add("crash", crash.split(" ", 1)[0], crash)
-    for error in harness_errors:
-        found.add("harness", "fault", error)
     return found
 
 
