@@ -59,11 +59,13 @@ async def purge_idempotency_keys(conn: Conn, older_than: datetime) -> int:
 async def apply_decision(conn: Conn, before: Order, decision: Decision) -> list[Message]:
     """Persist what the domain decided and return the messages to send."""
     after = decision.order
-    if after is not None:
+    noted = decision.note or (after is not None and after.status != before.status)
+    if after is not None and noted:
+        await repository.save_order_with_timeline(conn, after, after.status, decision.note)
+    elif after is not None:
         await repository.save_order(conn, after)
-    if decision.note or (after is not None and after.status != before.status):
-        status = after.status if after is not None else before.status
-        await repository.add_timeline(conn, before.order_id, status, decision.note)
+    elif noted:
+        await repository.add_timeline(conn, before.order_id, before.status, decision.note)
     return decision.messages
 
 

@@ -25,11 +25,6 @@ SELECT_PRODUCTS = """
 SELECT sku, name, category, price_amount, currency, active
 FROM catalog_view WHERE sku = ANY($1::text[])
 """
-INSERT_ORDER = """
-INSERT INTO orders
-    (order_id, customer_id, status, lines, total_amount, currency, payment_token, deadline)
-VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
-"""
 SELECT_ORDER_FOR_UPDATE = "SELECT * FROM orders WHERE order_id = $1 FOR UPDATE"
 SELECT_ORDER = "SELECT * FROM orders WHERE order_id = $1"
 UPDATE_ORDER = """
@@ -38,6 +33,23 @@ UPDATE orders SET status = $2, stock_committed = $3, payment_captured = $4, refu
 WHERE order_id = $1
 """
 INSERT_TIMELINE = "INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $2, $3)"
+# A saga step's state change and its timeline entry in one statement (one round trip, not two).
+UPDATE_ORDER_WITH_TIMELINE = """
+WITH saved AS (
+    UPDATE orders SET status = $2, stock_committed = $3, payment_captured = $4, refunded = $5,
+        reason = $6, deadline = $7, updated_at = now()
+    WHERE order_id = $1
+)
+INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $8, $9)
+"""
+INSERT_ORDER_WITH_TIMELINE = """
+WITH placed AS (
+    INSERT INTO orders
+        (order_id, customer_id, status, lines, total_amount, currency, payment_token, deadline)
+    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+)
+INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $3, 'order placed')
+"""
 SELECT_TIMELINE = """
 SELECT id, status, note, at FROM order_timeline WHERE order_id = $1 AND id > $2 ORDER BY id
 """
@@ -107,8 +119,9 @@ def _order(row: Any) -> Order:
 
 
 async def insert_order(conn: Conn, order: Order, priced_lines: list[dict[str, Any]]) -> None:
+    """The new order and its first timeline entry ("order placed")."""
     await conn.execute(
-        INSERT_ORDER,
+        INSERT_ORDER_WITH_TIMELINE,
         order.order_id,
         order.customer_id,
         order.status.value,
@@ -118,7 +131,6 @@ async def insert_order(conn: Conn, order: Order, priced_lines: list[dict[str, An
         order.payment_token,
         order.deadline,
     )
-    await add_timeline(conn, order.order_id, order.status, "order placed")
 
 
 async def lock_order(conn: Conn, order_id: uuid.UUID) -> Order | None:
@@ -140,6 +152,23 @@ async def save_order(conn: Conn, order: Order) -> None:
         order.refunded,
         order.reason,
         order.deadline,
+    )
+
+
+async def save_order_with_timeline(
+    conn: Conn, order: Order, status: OrderStatus, note: str | None
+) -> None:
+    await conn.execute(
+        UPDATE_ORDER_WITH_TIMELINE,
+        order.order_id,
+        order.status.value,
+        order.stock_committed,
+        order.payment_captured,
+        order.refunded,
+        order.reason,
+        order.deadline,
+        status.value,
+        note,
     )
 
 
