@@ -23,6 +23,9 @@ from deploy import tokens
 TOKENS = ("tok_approve",) * 17 + ("tok_decline", "tok_insufficient_funds", "tok_timeout")
 # 409: the same key is being handled right now; 425/429/5xx: try again.
 RETRYABLE = {409, 425, 429, 500, 502, 503, 504}
+# Requests on the wire at once. Orders still wait their turn here, not in httpx's pool, whose
+# queue costs O(queued x connections) per request and starves the harness when the platform stalls.
+CONCURRENCY = 32
 
 
 @dataclass
@@ -100,6 +103,7 @@ class LoadGenerator:
     attempts: Counter[str] = field(default_factory=Counter)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _give_up_at: float = float("inf")
+    _sending: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENCY))
 
     def new_request(self) -> OrderRequest:
         i = len(self.requests)
@@ -118,7 +122,8 @@ class LoadGenerator:
         return request
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        async with httpx.AsyncClient(limits=limits) as client:
             started = time.monotonic()
             n = 0
             while not stop.is_set():
@@ -144,7 +149,8 @@ class LoadGenerator:
         backoff = 0.5
         while True:
             # A load balancer in front of the order replicas: any one may answer a retry.
-            await post_order(client, self.rng.choice(self.order_urls), request)
+            async with self._sending:
+                await post_order(client, self.rng.choice(self.order_urls), request)
             self.attempts[request.outcome] += 1
             if request.outcome != "unknown" or time.monotonic() > self._give_up_at:
                 return

@@ -25,7 +25,7 @@ def test_platform_keeps_every_invariant_under_injected_faults(tmp_path: Path) ->
     if seed:
         args += ["--seed", seed]
     with output.open("wb") as out:
-        done = subprocess.run(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=900)
+        done = subprocess.run(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
     text = output.read_text(errors="replace")
     lines = text.strip().splitlines()
     assert lines[-1] == "violations: 0", text[-12000:]
