@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge
 from analytics_service.domain import Aggregates
 from analytics_service.fold import SOURCE_TOPICS, TABLES, Fold, changelog_topic
 from analytics_service.settings import Settings
-from events.kit.admin import ensure_topics
+from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
 from events.topics import SAGA_PARTITIONS, TopicSpec
@@ -47,7 +47,7 @@ class AnalyticsStream:
     def aggregates(self) -> Aggregates:
         return self.fold.aggregates
 
-    def build(self) -> Any:
+    def build(self, replication_factor: int = 1) -> Any:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         app = faust.App(
@@ -58,7 +58,7 @@ class AnalyticsStream:
             web_enabled=False,
             autodiscover=False,
             topic_partitions=SAGA_PARTITIONS,
-            topic_replication_factor=1,
+            topic_replication_factor=replication_factor,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=s.commit_interval_s,
             broker_session_timeout=s.session_timeout_s,
@@ -141,7 +141,10 @@ class AnalyticsStream:
     async def run(self, stopping: asyncio.Event) -> None:
         """Run the faust app until `stopping` is set; prune old minutes as time goes by."""
         self.stopping = stopping
-        app = self.build()
+        s = self.settings
+        app = self.build(
+            await cluster_replication_factor(s.kafka_bootstrap_servers, client_options(s))
+        )
         await self.create_changelogs()
         await app.start()
         log.info("analytics stream started", app_id=self.settings.app_id)
