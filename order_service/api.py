@@ -13,16 +13,14 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.contracts import TERMINAL_STATUSES, OrderStatus, StockLine
 from events.kit import outbox
 from events.kit.auth import CustomerDep, Principal
 from events.kit.db import Conn
-from events.kit.http import UNREADABLE_BODY
+from events.kit.http import UNREADABLE_BODY, harden
 from order_service import domain, handlers, repository
 from order_service.domain import Deadlines
 
@@ -71,17 +69,18 @@ class CancelIn(BaseModel):
     reason: str = Field(default="cancelled by customer", max_length=500, pattern=r"^[^\x00]*$")
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+# async: FastAPI would run a plain `def` dependency in a worker thread, per request.
+async def get_pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.runtime.pool
     return pool
 
 
-def get_deadlines(request: Request) -> Deadlines:
+async def get_deadlines(request: Request) -> Deadlines:
     deadlines: Deadlines = request.app.state.deadlines
     return deadlines
 
 
-def get_max_open(request: Request) -> int:
+async def get_max_open(request: Request) -> int:
     max_open: int = request.app.state.max_open_orders
     return max_open
 
@@ -344,67 +343,8 @@ async def order_events(
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-class BodyLimit:
-    """Refuse request bodies over a limit with 413, whether or not Content-Length is sent."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(send, self.max_bytes)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 with what is wrong and where, never echoing the input (it may hold a card number)."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": errors}, status_code=422)
-
-
 def install(app: FastAPI, deadlines: Deadlines, max_body_bytes: int, max_open_orders: int) -> None:
     app.state.deadlines = deadlines
     app.state.max_open_orders = max_open_orders
     app.include_router(router)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    harden(app, max_body_bytes)

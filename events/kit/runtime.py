@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from events.kit import auth, db
 from events.kit.admin import ensure_topics
-from events.kit.http import health_router
+from events.kit.http import harden, health_router
 from events.kit.inbox import Handlers, InboxConsumer
 from events.kit.kafkaconf import client_options
 from events.kit.logging import configure_logging, get_logger
@@ -67,6 +67,7 @@ class ServiceRuntime:
         self.app.include_router(
             health_router({"database": self._check_database, "kafka": self._check_kafka})
         )
+        harden(self.app)
         auth.install(self.app, settings)
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
