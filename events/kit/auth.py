@@ -7,8 +7,8 @@ any route. The caller it finds (a `Principal`) sits in the request scope for the
 `CustomerDep` (a token is required) and `AdminDep` (the admin role is required, 403 otherwise).
 
 The same middleware limits requests per client (the token's subject, or the client address without
-one) with the `limits` library's moving window: 429 with Retry-After past the limit. Health and
-metrics routes are exempt, so probes and scrapes are never refused.
+one) with the `limits` library's sliding window counter: 429 with Retry-After past the limit.
+Health and metrics routes are exempt, so probes and scrapes are never refused.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from limits import parse_many
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from events.kit.logging import get_logger
@@ -112,11 +112,17 @@ def mint_token(
 
 
 class RateLimit:
-    """Per-client moving windows, e.g. "50/second;1000/minute"; one instance per process."""
+    """Per-client sliding windows, e.g. "50/second;1000/minute"; one instance per process.
+
+    Not the moving window: its in-memory storage expires old hits with a thread hop per client
+    key, again and again while any key lives (measured: 8.3 ms of CPU per request at 25
+    requests/s from 2,000 clients, against 0.46 ms for the sliding window counter, which weighs
+    the previous window's count instead of keeping every hit).
+    """
 
     def __init__(self, spec: str) -> None:
         self.items = parse_many(spec) if spec.strip() else []
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def retry_after(self, client: str) -> int | None:
         """None when the request may go ahead (and it is counted), else the seconds to wait."""
@@ -177,7 +183,9 @@ async def _answer(send: Send, status: int, detail: str, *, retry_after: int | No
     await send({"type": "http.response.body", "body": orjson.dumps({"detail": detail})})
 
 
-def current_principal(request: Request) -> Principal:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
+# thread, a thread hop per request that showed as a seventh of the order service's CPU.
+async def current_principal(request: Request) -> Principal:
     """The authenticated caller; 401 when the request carries no token."""
     principal: Principal | None = request.scope.get("state", {}).get("principal")
     if principal is None:
@@ -187,7 +195,9 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
-def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def admin_principal(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
     """The authenticated caller, who must hold the admin role (403 otherwise)."""
     if not principal.is_admin:
         raise HTTPException(403, "this route needs the admin role")
