@@ -151,6 +151,7 @@ async def drive(
     label: str,
     accepted_status: int,
     probe: FreshnessProbe | None = None,
+    settle_s: float = 30.0,
 ) -> tuple[list[dict[str, Any]], list[Sent]]:
     rnd = random.Random(7)
     weights = [1 / (i + 1) ** 0.6 for i in range(len(skus))]
@@ -175,7 +176,7 @@ async def drive(
                 accepted_status=accepted_status,
             )
             if tracker:
-                await tracker.wait_for(step.sent, timeout_s=max(30.0, seconds))
+                await tracker.wait_for(step.sent, timeout_s=max(settle_s, seconds))
             ended = max([started + seconds] + [s.terminal_at or 0 for s in step.sent])
             cpu_after = cpu_seconds(groups)
             summary = summarize(step, started, ended, sync=tracker is None)
@@ -332,6 +333,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             label="platform",
             accepted_status=202,
             probe=probe,
+            settle_s=args.settle_s,
         )
         peak_rss = rss_mb(groups)
         lag = await scrape_lag(sup.url("order"))
@@ -421,6 +423,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "monolith_steps": mono_steps,
             "charts": pngs,
         }
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            # python -m bench.scaling's figures: this run does not measure them again
+            result["scaling"] = json.loads((RESULTS / "latest.json").read_text())["scaling"]
         (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
     finally:
@@ -528,6 +533,13 @@ def main() -> None:
     )
     parser.add_argument("--warmup-rate", type=float, default=20.0)
     parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=30.0,
+        help="after each step, wait this long at most for its orders to end (CPU per order "
+        "counts until then; raise it on a busy machine so every order is counted)",
+    )
     parser.add_argument("--products", type=int, default=240)
     parser.add_argument("--transport-messages", type=int, default=100_000)
     parser.add_argument("--port-base", type=int, default=27100)

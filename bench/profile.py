@@ -7,7 +7,8 @@
 `py-spy record --format raw` (collapsed stacks; idle samples excluded, so a sample is time on the
 CPU or holding the GIL) for the same window, in parallel. `summary` reads those files and prints
 the share of samples spent under each frame (inclusive) and in each leaf frame (self), with the
-event loop's own frames left out of the inclusive list.
+event loop's own frames left out of the inclusive list, and samples waiting in the selector
+(idle, or woken but waiting for a CPU on a loaded machine) left out altogether.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def short(frame: str) -> str:
 
 
 def summarize(path: Path, top: int = 25) -> str:
-    stacks = load(path)
+    # A thread woken in epoll_wait but still waiting for a CPU is sampled as active: on a loaded
+    # machine that is most samples. Leave those out, so the shares are of work done.
+    stacks = [(f, c) for f, c in load(path) if f and "select (selectors.py" not in f[-1]]
     total = sum(c for _, c in stacks) or 1
     inclusive: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
@@ -112,7 +115,7 @@ def summarize(path: Path, top: int = 25) -> str:
             inclusive[s] += count
         if frames:
             leaf[short(frames[-1])] += count
-    lines = [f"{path.name}: {total} samples", "  inclusive (share of samples under the frame):"]
+    lines = [f"{path.name}: {total} busy samples", "  inclusive (share of samples under the frame):"]
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
     lines.append("  self (leaf frames):")
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in leaf.most_common(top)]
