@@ -43,6 +43,7 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
         self._links: set[_Link] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._flowing = asyncio.Event()
         self._server: asyncio.Server | None = None
 
@@ -125,6 +126,10 @@ class FaultProxy:
             asyncio.create_task(self._pipe(reader, up_writer, link)),
             asyncio.create_task(self._pipe(up_reader, writer, link)),
         ]
+        for task in link.tasks:
+            # The loop keeps only weak references to tasks: hold them until they end.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link
@@ -148,6 +153,8 @@ class FaultProxy:
                     return
 
         sender = asyncio.create_task(deliver())
+        self._tasks.add(sender)
+        sender.add_done_callback(self._tasks.discard)
         try:
             while True:
                 await self._flowing.wait()
