@@ -5,7 +5,8 @@
 What does not count, and why (each exclusion is as narrow as the false positives it removes):
 - A run touching a letter or another digit is part of something longer (a hex id, a longer
   number), not a card number on its own. So hex event ids and dashed UUIDs never match, and a
-  digit run inside `tok_4111...` still does (`_` is not a letter).
+  digit run inside `tok_4111...` still does (`_` is not a letter). Likewise the digits of a
+  decimal number (the fraction of `runtime=3.969227025001601` in a faust log line).
 - A number starting with 0 or 1. No card network issues numbers starting with 0, and 1 belongs to
   UATP airline cards only, which this platform never handles; epoch timestamps in seconds,
   milliseconds, microseconds and nanoseconds all start with 1 until 2033 and are everywhere in
@@ -17,8 +18,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_EDGE_BEFORE = rb"(?<![0-9A-Za-z])"
-_EDGE_AFTER = rb"(?![0-9A-Za-z])"
+# Not touching a letter or digit, and not either side of a decimal point between digits.
+_EDGE_BEFORE = rb"(?<![0-9A-Za-z])(?<![0-9]\.)"
+_EDGE_AFTER = rb"(?![0-9A-Za-z])(?!\.[0-9])"
 CONTIGUOUS = re.compile(_EDGE_BEFORE + rb"[0-9]{13,19}" + _EDGE_AFTER)
 # 4-4-4-4(-3), 4-6-5 (Amex), 4-6-4 (Diners) and the like: the separator is the same throughout.
 GROUPED = re.compile(

@@ -19,6 +19,7 @@ from tests.security.cardscan import find_card_numbers, luhn_ok
         b"card=4111 1111 1111 1111;",
         b"card 4111-1111-1111-1111\n",
         b"tok_4111111111111111",
+        b"card 4111111111111111.",  # a sentence's full stop is not a decimal point
         b"\x00\x01binary\x024111111111111111\xff",
         b"amex 378282246310005 and 3782 822463 10005",
         b"visa13 4222222222222",
@@ -53,6 +54,8 @@ def test_finds_each_of_several_card_numbers_and_where_they_start() -> None:
         b"4111 1111 1111 1111 1111 1111",  # groups that run on: not one number
         b"2026-11-25T22:10:12.544180Z offset=123456 partition=5",
         b"4111-1111 1111-1111",  # mixed separators
+        b"(interval=1.0 runtime=3.969227025001601)",  # the fraction of a float
+        b"4111111111111111.25",  # a decimal number
     ],
 )
 def test_ignores_what_is_not_a_card_number(text: bytes) -> None:
