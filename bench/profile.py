@@ -8,7 +8,8 @@
 CPU or holding the GIL) for the same window, in parallel. `summary` reads those files and prints
 the share of samples spent under each frame (inclusive) and in each leaf frame (self), with the
 event loop's own frames left out of the inclusive list, and samples waiting in the selector
-(idle, or woken but waiting for a CPU on a loaded machine) left out altogether.
+(idle, or woken but waiting for a CPU on a loaded machine) left out altogether. Under uvloop the
+loop's C code (socket writes included) has no frame of its own and is left out with them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ SERVICES = (
     "catalog_service",
 )
 # Frames every stack passes through: they say nothing about where the time goes.
-PLUMBING = ("runpy", "asyncio/", "__main__.py", "uvloop", "<module>", "threading.py")
+PLUMBING = (
+    "runpy",
+    "asyncio/",
+    "__main__.py",
+    "uvloop",
+    "<module>",
+    "threading.py",
+    "run_service",
+)
+# Leaf frames of a thread waiting for events: asyncio's selector, or uvloop's loop (its C code,
+# socket writes included, has no Python frame of its own and shows as Runner.run).
+WAITING = ("select (selectors.py", "Runner.run (asyncio/runners.py")
 
 
 def service_pids(match: str | None = None) -> dict[str, int]:
@@ -101,7 +113,7 @@ def short(frame: str) -> str:
 def summarize(path: Path, top: int = 25) -> str:
     # A thread woken in epoll_wait but still waiting for a CPU is sampled as active: on a loaded
     # machine that is most samples. Leave those out, so the shares are of work done.
-    stacks = [(f, c) for f, c in load(path) if f and "select (selectors.py" not in f[-1]]
+    stacks = [(f, c) for f, c in load(path) if f and not any(w in f[-1] for w in WAITING)]
     total = sum(c for _, c in stacks) or 1
     inclusive: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
@@ -115,7 +127,7 @@ def summarize(path: Path, top: int = 25) -> str:
             inclusive[s] += count
         if frames:
             leaf[short(frames[-1])] += count
-    lines = [f"{path.name}: {total} busy samples", "  inclusive (share of samples under the frame):"]
+    lines = [f"{path.name}: {total} busy samples", "  inclusive (share of samples under it):"]
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
     lines.append("  self (leaf frames):")
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in leaf.most_common(top)]
