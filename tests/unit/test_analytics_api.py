@@ -16,8 +16,6 @@ from analytics_service.domain import MINUTE_MS, minute_of
 from analytics_service.settings import Settings
 from analytics_service.stream import AnalyticsStream
 
-NOW = int(time.time() * 1000)
-
 
 def facts(order: int, placed_at: int, confirmed_after_ms: int | None) -> dict[str, list[object]]:
     out: dict[str, list[object]] = {"placed": [placed_at, "USD", 700, [["SKU-A", 2, 350]]]}
@@ -29,8 +27,9 @@ def facts(order: int, placed_at: int, confirmed_after_ms: int | None) -> dict[st
 @pytest.fixture
 def stream() -> AnalyticsStream:
     s = AnalyticsStream(Settings())
+    now = int(time.time() * 1000)  # when the test runs, not when the module was collected
     for i in range(6):
-        s.aggregates.replace(None, facts(i, NOW - i * MINUTE_MS, 1000 + i if i % 2 == 0 else None))
+        s.aggregates.replace(None, facts(i, now - i * MINUTE_MS, 1000 + i if i % 2 == 0 else None))
     s.aggregates.categorise("SKU-A", "kitchen")
     return s
 
