@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MessageKind = Literal["event", "command"]
+T = TypeVar("T")
 
 
 class Message(BaseModel):
@@ -58,6 +60,9 @@ class Registry:
 
     def __init__(self, *models: type[Message]) -> None:
         self._by_name: dict[str, type[Message]] = {}
+        # What other modules derive from the models (a validator of them all), by their name for
+        # it; emptied when a model is added. See `derived`.
+        self._derived: dict[str, Any] = {}
         for model in models:
             self.add(model)
 
@@ -66,6 +71,15 @@ class Registry:
         if name in self._by_name:
             raise ValueError(f"message type {name!r} registered twice")
         self._by_name[name] = model
+        self._derived.clear()
+
+    def derived(self, name: str, build: Callable[[Registry], T]) -> T:
+        """`build(self)`, computed once per set of models and kept under `name`."""
+        try:
+            value: T = self._derived[name]
+        except KeyError:
+            value = self._derived[name] = build(self)
+        return value
 
     def get(self, name: str) -> type[Message]:
         try:

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from events.envelope import DecodeError, Envelope, decode, wrap
+from events.envelope import DecodeError, Envelope, Header, decode, wrap
 from events.kit import metrics, outbox
 from events.kit.db import Conn
 from events.kit.dlq import send_to_dlq
@@ -52,7 +52,7 @@ class HandlerContext:
     """What a handler may use: the open transaction's connection and the message's envelope."""
 
     conn: Conn
-    envelope: Envelope
+    envelope: Header
     record: ConsumerRecord
 
 
@@ -70,7 +70,7 @@ class HandlerFailed(Exception):
 @dataclass
 class _Item:
     record: ConsumerRecord
-    envelope: Envelope
+    envelope: Header
     message: Message
     handler: Handler
 

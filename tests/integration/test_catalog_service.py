@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from catalog_service.app import build
 from catalog_service.settings import Settings
 from events.contracts import REGISTRY, ProductUpserted
-from events.envelope import DecodeError, Envelope, decode
+from events.envelope import DecodeError, Header, decode
 from events.kit.runtime import ServiceRuntime
 from events.kit.settings import DEV_SIGNING_KEY
 from events.messages import Money
@@ -62,7 +62,7 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Published:
     key: bytes
-    envelope: Envelope
+    envelope: Header
     event: ProductUpserted
 
 

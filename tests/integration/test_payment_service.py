@@ -15,7 +15,7 @@ from aiokafka.structs import TopicPartition
 from pydantic import SecretStr
 
 from events.contracts import REGISTRY, AuthorizePayment, PaymentAuthorized, PaymentDeclined
-from events.envelope import DecodeError, Envelope, decode, encode, headers_for, wrap
+from events.envelope import DecodeError, Envelope, Header, decode, encode, headers_for, wrap
 from events.kit.producer import make_producer
 from events.kit.runtime import ServiceRuntime
 from events.kit.settings import DEV_SIGNING_KEY
@@ -111,9 +111,9 @@ async def send(producer: AIOKafkaProducer, envelope: Envelope, message: Message)
 
 async def replies_for(
     consumer: AIOKafkaConsumer, order_id: uuid.UUID, *, count: int
-) -> list[tuple[Envelope, Message]]:
+) -> list[tuple[Header, Message]]:
     """Read payment.events until `count` replies about the order have arrived, or fail."""
-    found: list[tuple[Envelope, Message]] = []
+    found: list[tuple[Header, Message]] = []
     deadline = time.monotonic() + DEADLINE_S
     while len(found) < count:
         if time.monotonic() > deadline:

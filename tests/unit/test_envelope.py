@@ -65,11 +65,12 @@ def test_envelope_round_trips_through_bytes() -> None:
     message = reserve(StockLine(sku="A-1", quantity=2), StockLine(sku="B.2", quantity=1))
     envelope = wrap(message, producer="order_service", event_id=EVENT_ID, occurred_at=WHEN)
 
-    decoded_envelope, decoded = decode(encode(envelope), REGISTRY)
+    header, decoded = decode(encode(envelope), REGISTRY)
 
-    assert decoded_envelope == envelope
+    assert header.model_dump(exclude={"payload"}) == envelope.model_dump(exclude={"payload"})
     assert decoded == message
-    assert decoded_envelope.occurred_at == WHEN
+    assert header.occurred_at == WHEN
+    assert decode_envelope(encode(envelope)) == envelope
 
 
 def test_wrap_keys_the_correlation_to_the_order_and_follows_the_cause() -> None:
