@@ -15,7 +15,12 @@ rebuild's start), so both sides stand on the same records before anything is com
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import multiprocessing
+import os
 import re
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -102,7 +107,7 @@ async def _fold_ranges(
     total = sum(hi - lo for lo, hi in ranges.values())
     done = 0
     apply = fold.apply
-    async for batch in reader.read_ranges(kafka, dict(ranges)):
+    async for batch in reader.read_consumer_records(kafka, dict(ranges)):
         for r in batch:
             kind = apply(r.topic, r.partition, r.offset, r.value)
             if newer is not None:
@@ -121,16 +126,32 @@ async def fold_log(
     retention_h: int,
     topics: Iterable[str] = SOURCE_TOPICS,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> Rebuilt:
-    """Fold the whole log of the source topics, up to the end offsets taken now."""
+    """Fold the whole log of the source topics, up to the end offsets taken now.
+
+    The partitions are shared among `workers` processes (default: one per CPU), each folding
+    whole partitions into tables of its own; their tables are then merged. That is the same
+    result as one fold because the tables are co-partitioned with the topics, as faust requires
+    of the live service: every record of an order is on the same partition number of each saga
+    topic (keyed by order id, SAGA_PARTITIONS each), a SKU's alerts and levels on one partition of
+    inventory.events, and watermarks are per partition. So the workers' keys never overlap.
+    """
     started = time.perf_counter()
-    fold = Fold(grace_s * 1000, live=False)
     async with reader.consumer(bootstrap) as kafka:
         tps = await reader.partitions_of(kafka, topics)
         first = await reader.offsets_at(kafka, tps, reader.EARLIEST)
         ends = await reader.offsets_at(kafka, tps, reader.LATEST)
-        ranges = {tp: (first[tp], ends[tp]) for tp in tps if ends[tp] > first[tp]}
-        records = await _fold_ranges(kafka, fold, ranges, progress)
+    ranges = {tp: (first[tp], ends[tp]) for tp in tps if ends[tp] > first[tp]}
+    total = sum(hi - lo for lo, hi in ranges.values())
+    n = max(1, min(workers or os.cpu_count() or 1, SAGA_PARTITIONS))
+    if n == 1 or total < PARALLEL_FROM:
+        part = await _fold_part(bootstrap, ranges, grace_s * 1000, progress)
+        parts = [part]
+    else:
+        shares = [{tp: r for tp, r in ranges.items() if tp.partition % n == i} for i in range(n)]
+        parts = await _fold_in_processes(bootstrap, shares, grace_s * 1000, total, progress)
+    fold = _merged(parts, grace_s * 1000)
     fold.recovered()
     fold.live = True  # a catch-up, if any, keeps the aggregates up to date
     fold.prune(int(time.time() * 1000), retention_h)
@@ -138,9 +159,103 @@ async def fold_log(
         app_id,
         fold,
         {key_of(tp): ends[tp] for tp in tps},
-        records=records,
+        records=sum(p.records for p in parts),
         fold_seconds=time.perf_counter() - started,
     )
+
+
+# Below this many records one process folds them: starting another costs more than it saves.
+PARALLEL_FROM = 20_000
+
+
+@dataclass
+class _Part:
+    """What one worker folded: its tables and counters (picklable, to cross processes)."""
+
+    tables: dict[str, dict[str, Any]]
+    positions: dict[str, int]
+    records: int
+    late: int
+    undecodable: int
+    last_error: str
+
+
+async def _fold_part(
+    bootstrap: str,
+    ranges: Mapping[TopicPartition, tuple[int, int]],
+    grace_ms: int,
+    progress: Progress | None = None,
+) -> _Part:
+    fold = Fold(grace_ms, live=False)
+    records = 0
+    if ranges:
+        async with reader.consumer(bootstrap) as kafka:
+            records = await _fold_ranges(kafka, fold, ranges, progress)
+    return _Part(
+        {name: dict(table) for name, table in fold.tables.items()},
+        fold.positions,
+        records,
+        fold.late,
+        fold.undecodable,
+        fold.last_error,
+    )
+
+
+def _merged(parts: list[_Part], grace_ms: int) -> Fold:
+    fold = Fold(grace_ms, live=False)
+    for part in parts:
+        for name, table in part.tables.items():
+            fold.tables[name].update(table)
+        fold.positions.update(part.positions)
+        fold.late += part.late
+        fold.undecodable += part.undecodable
+        fold.last_error = part.last_error or fold.last_error
+    return fold
+
+
+_done: Any = None  # in a worker process: its slot of the shared progress counters
+
+
+def _worker_init(done: Any) -> None:
+    global _done
+    _done = done
+
+
+def _worker(
+    bootstrap: str, ranges: dict[TopicPartition, tuple[int, int]], grace_ms: int, slot: int
+) -> _Part:
+    def progress(done: int, _total: int) -> None:
+        _done[slot] = done
+
+    return asyncio.run(_fold_part(bootstrap, ranges, grace_ms, progress))
+
+
+async def _fold_in_processes(
+    bootstrap: str,
+    shares: list[dict[TopicPartition, tuple[int, int]]],
+    grace_ms: int,
+    total: int,
+    progress: Progress | None,
+) -> list[_Part]:
+    # fork is quick (no imports to redo) but unsafe with other threads alive (a lock one of
+    # them holds stays held in the child): then spawn.
+    method = "fork" if threading.active_count() == 1 and sys.platform == "linux" else "spawn"
+    context = multiprocessing.get_context(method)
+    done = context.Array("q", len(shares), lock=False)
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ProcessPoolExecutor(
+        len(shares), mp_context=context, initializer=_worker_init, initargs=(done,)
+    ) as pool:
+        futures = [
+            loop.run_in_executor(pool, _worker, bootstrap, share, grace_ms, i)
+            for i, share in enumerate(shares)
+        ]
+        gathered = asyncio.gather(*futures)
+        while not gathered.done():
+            await asyncio.wait([gathered], timeout=0.2)
+            if progress:
+                progress(sum(done), total)
+        return list(await gathered)
 
 
 async def catch_up(bootstrap: str, rebuilt: Rebuilt, live_positions: Mapping[str, int]) -> int:

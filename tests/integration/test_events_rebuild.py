@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,15 +19,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner, Result
 
-from analytics_service.fold import TABLES, changelog_topic
-from bench.saga_log import write_orders
+from analytics_service.fold import SOURCE_TOPICS, TABLES, changelog_topic
+from bench.saga_log import SagaLog, produce, write_orders
 from deploy.cli import app
 from deploy.eventlog import groups, reader
+from deploy.eventlog import rebuild as rebuilding
 from deploy.local.services import SERVICES, ServiceSupervisor
 from events.contracts import OrderPlaced, PricedLine
 from events.envelope import encode, headers_for, wrap
+from events.kit.admin import ensure_topics
 from events.messages import Money
-from events.topics import ORDER_EVENTS
+from events.topics import BASE_TOPICS, ORDER_EVENTS, TopicSpec
 from tests.integration.platform_support import e2e_env, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -81,8 +83,10 @@ async def state(url: str) -> dict[str, Any]:
 
 
 async def test_a_rebuild_after_some_orders_matches_the_live_figures(
-    stack: Any, live: ServiceSupervisor
+    stack: Any, live: ServiceSupervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The fold shared among worker processes even on this small log, as on a big one.
+    monkeypatch.setattr(rebuilding, "PARALLEL_FROM", 0)
     await write_orders(stack.kafka_bootstrap, 300, seed=11, stock=60, skus=["RB-1", "RB-2"])
     app_id = f"rb-{uuid.uuid4().hex[:6]}-analytics"
     result, report = await asyncio.to_thread(
@@ -105,6 +109,51 @@ async def test_a_rebuild_after_some_orders_matches_the_live_figures(
     assert report["changelogs"]["records"]["orders"] >= 300
     assert not report["changelogs"]["kept"]
     assert await topics_of(stack.kafka_bootstrap, app_id) == set()
+
+
+async def test_a_fold_shared_among_processes_is_the_fold_of_one_process(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers fold whole partitions each; merged, their tables are one process's tables."""
+    monkeypatch.setattr(rebuilding, "PARALLEL_FROM", 0)
+    prefix = f"par-{uuid.uuid4().hex[:6]}."
+    specs = [
+        TopicSpec(prefix + t.name, t.kind, t.partitions)
+        for t in BASE_TOPICS
+        if t.name in SOURCE_TOPICS
+    ]
+    await ensure_topics(stack.kafka_bootstrap, specs)
+    log = SagaLog(["PAR-1", "PAR-2", "PAR-3"], seed=3, stock=200)
+    started = datetime.now(UTC) - timedelta(minutes=10)
+    written = await produce(
+        stack.kafka_bootstrap,
+        (
+            (prefix + topic, key, value, headers)
+            for topic, key, value, headers in log.records(400, started)
+            if topic in SOURCE_TOPICS
+        ),
+    )
+    names = [s.name for s in specs]
+
+    async def fold(workers: int) -> rebuilding.Rebuilt:
+        return await rebuilding.fold_log(
+            stack.kafka_bootstrap,
+            "par-analytics",
+            grace_s=600,
+            retention_h=25,
+            topics=names,
+            workers=workers,
+        )
+
+    one = await fold(1)
+    assert one.records == written
+    state = one.fold.state()
+    assert state["totals"]["placed"] == 400
+    assert state["low_stock"], "three SKUs of 200 units should run low"
+    for workers in (2, 3):
+        shared = await fold(workers)
+        assert shared.records == written
+        assert shared.fold.state() == state
 
 
 async def test_the_kept_changelog_is_what_the_service_under_that_id_recovers(
