@@ -41,6 +41,7 @@ from bench.loadgen import (
     open_loop,
     order_body,
 )
+from bench.memory import MemorySampler
 from bench.monolith import prepare
 from deploy.eventlog import reader
 from deploy.eventlog import rebuild as rebuilding
@@ -88,17 +89,6 @@ def process_groups(stack: LocalStack, sup: ServiceSupervisor) -> dict[str, list[
         if (pid := sup.pid(svc.package)) is not None:
             groups[svc.package] = [pid]
     return groups
-
-
-def rss_mb(groups: dict[str, list[int]]) -> dict[str, float]:
-    out = {}
-    for name, pids in groups.items():
-        total = 0
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                total += psutil.Process(pid).memory_info().rss
-        out[name] = round(total / 2**20, 1)
-    return out
 
 
 def summarize(step: StepResult, started: float, ended: float, *, sync: bool) -> dict[str, Any]:
@@ -322,6 +312,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             accepted_status=202,
         )
         print("platform (saga over Kafka)", flush=True)
+        memory = MemorySampler(lambda: process_groups(stack, sup))
+        memory.start()
         steps, platform_sents = await drive(
             f"{sup.url('order')}/orders",
             args.rates,
@@ -335,7 +327,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             probe=probe,
             settle_s=args.settle_s,
         )
-        peak_rss = rss_mb(groups)
+        await memory.stop()
+        rss = memory.report()
         lag = await scrape_lag(sup.url("order"))
         await probe.stop()
         await tracker.stop()
@@ -397,6 +390,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pngs = charts(
             {"platform": platform_sents, "monolith": mono_sents}, RESULTS, sync={"monolith"}
         )
+        if (memory_png := memory.chart(RESULTS)) is not None:
+            pngs.append(memory_png)
         at_500 = next((s for s in steps if s["offered_per_s"] == 500), None)
         result: dict[str, Any] = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -418,7 +413,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "transport": raw,
             "vs_transport": round(best(steps) / raw["consume_per_s"], 4),
             "consumer_lag_after_load": lag,
-            "peak_rss_mb": peak_rss,
+            "peak_rss_mb": {k: v["peak_mb"] for k, v in rss.get("processes", {}).items()},
+            "memory": rss,
             "platform_steps": steps,
             "monolith_steps": mono_steps,
             "charts": pngs,
