@@ -371,7 +371,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mono_steps, mono_sents = await drive(
             f"http://127.0.0.1:{mono_port}/orders",
             args.rates,
-            args.step_s,
+            args.baseline_step_s or args.step_s,
             skus,
             tracker=None,
             groups=mono_groups,
@@ -530,6 +530,13 @@ def main() -> None:
         "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[50.0, 100.0, 200.0]
     )
     parser.add_argument("--step-s", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--baseline-step-s",
+        type=float,
+        default=None,
+        help="seconds per rate for the monolith (default: --step-s; a shorter one keeps a long "
+        "memory run of the platform from doubling the bench's length)",
+    )
     parser.add_argument(
         "--find-max", action="store_true", help="double the last rate until saturated"
     )

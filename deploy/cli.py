@@ -6,6 +6,8 @@ Sub-apps are plain Typer apps added to `app` at the bottom of this module; add y
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -168,6 +170,22 @@ def topics_list(
     for name in sorted(set(declared) - names):
         table.add_row(name, "-", "-", "[red]missing on broker[/red]", "-")
     console.print(table)
+
+
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """The benchmark (`make bench`): every argument goes to `python -m bench` (try --help)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__main__.py").exists():
+        raise InfraError(
+            f"shop bench runs from a source checkout; no bench/ next to {root / 'deploy'}"
+        )
+    done = subprocess.run([sys.executable, "-m", "bench", *ctx.args], cwd=root, check=False)
+    raise typer.Exit(done.returncode)
 
 
 app.add_typer(infra_app, name="infra")
