@@ -26,6 +26,7 @@ def simulated_gateway(settings: Settings) -> SimulatedGateway:
         failure_rate=settings.gateway_failure_rate,
         timeout_ms=settings.gateway_timeout_ms,
         seed=settings.gateway_seed,
+        state_path=settings.gateway_state_path,
     )
 
 

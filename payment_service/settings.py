@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -24,6 +26,9 @@ class Settings(ServiceSettings):
     gateway_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     gateway_timeout_ms: int = Field(default=2000, ge=1)
     gateway_seed: int | None = None
+    # Where the simulated gateway keeps its books (authorizations, answered keys), so that they
+    # outlive this process as a real gateway's do; unset, they are in memory (unit tests).
+    gateway_state_path: Path | None = None
     # Transient gateway failures are retried inside the handler this many times in all.
     gateway_max_attempts: int = Field(default=3, ge=1)
     gateway_retry_backoff_ms: int = Field(default=50, ge=0)

@@ -149,6 +149,12 @@ class ServiceSupervisor:
                 if "SHOP_AUTH_SIGNING_KEY" in os.environ
                 else {}
             ),
+            # the simulated gateway's books outlive the payment process, as a real gateway's do
+            **(
+                {f"{p}GATEWAY_STATE_PATH": str(self.data_dir / "payment-gateway.sqlite3")}
+                if svc.package == "payment_service"
+                else {}
+            ),
             **self.env,
         }
 

@@ -1,9 +1,11 @@
-"""The simulated gateway and the retry policy, in memory: test tokens, idempotency, failures."""
+"""The simulated gateway and the retry policy: test tokens, idempotency, failures, and books kept
+in memory or in a file that outlives the process."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from payment_service.gateway import (
     IdempotencyKeyReused,
     RetryPolicy,
     SimulatedGateway,
+    _Hold,
     with_retries,
 )
 
@@ -220,3 +223,58 @@ async def test_a_timeout_is_not_retried() -> None:
     with pytest.raises(GatewayTimeout):
         await with_retries(call, RetryPolicy(max_attempts=3, backoff_ms=1))
     assert len(calls) == 1
+
+
+# --- books that outlive the process (state_path): what the platform's payment service runs with
+
+
+async def test_after_a_restart_the_gateway_still_knows_its_authorizations(tmp_path: Path) -> None:
+    """The chaos run's finding: payment restarted between capture and refund, and the refund was
+    refused as no_such_authorization, leaving a cancelled order charged."""
+    books = tmp_path / "gateway.sqlite3"
+    before = SimulatedGateway(state_path=books, seed=1)
+    reference = await authorized(before)
+    assert (await before.capture(reference, USD_10, "o1:capture")).approved
+    before.close()
+
+    after = SimulatedGateway(state_path=books, seed=1)  # same seed: a restarted process
+    assert after.state_of(reference) == "captured"
+    refund = await after.refund(reference, USD_10, "o1:refund")
+    assert refund.approved
+    assert after.state_of(reference) == "refunded"
+    # a key answered before the restart gets its first answer, and no second charge
+    again = await after.authorize("tok_approve", USD_10, "o1:authorize")
+    assert again.reference == reference
+    assert after.charges == 0
+    with pytest.raises(IdempotencyKeyReused):
+        await after.authorize("tok_approve", Money(amount=5, currency="USD"), "o1:authorize")
+    # the same seed draws the same random numbers: references must not repeat for all that
+    other = await authorized(after, "o2:authorize")
+    assert other != reference
+
+
+async def test_two_processes_sharing_the_books_see_each_other_s_effects(tmp_path: Path) -> None:
+    books = tmp_path / "gateway.sqlite3"
+    one, two = SimulatedGateway(state_path=books), SimulatedGateway(state_path=books)
+    reference = await authorized(one)
+    assert (await two.capture(reference, USD_10, "o1:capture")).approved
+    refused = await one.capture(reference, USD_10, "o1:capture-again")
+    assert refused == GatewayResult(approved=False, code="already_captured")
+    # a key one of them answered is answered the same by the other
+    assert await two.capture(reference, USD_10, "o1:capture") == await one.capture(
+        reference, USD_10, "o1:capture"
+    )
+
+
+async def test_a_failure_inside_a_call_leaves_the_books_as_they_were(tmp_path: Path) -> None:
+    books = tmp_path / "gateway.sqlite3"
+    gateway = SimulatedGateway(state_path=books)
+    reference = await authorized(gateway)
+
+    def broken() -> GatewayResult:
+        gateway._state.put_hold(reference, _Hold(USD_10, "captured"))
+        raise RuntimeError("the gateway fell over mid-call")
+
+    with pytest.raises(RuntimeError):
+        await gateway._call("o1:capture", ("capture", reference, USD_10), broken)
+    assert SimulatedGateway(state_path=books).state_of(reference) == "authorized"
