@@ -46,6 +46,7 @@ def build(settings: Settings, gateway: PaymentGateway | None = None) -> ServiceR
     deps = Deps(
         gateway=gateway or simulated_gateway(settings),
         retry=RetryPolicy(settings.gateway_max_attempts, settings.gateway_retry_backoff_ms),
+        settle_for_s=settings.gateway_settle_for_s,
     )
     app = FastAPI(title="payment_service")
     runtime = ServiceRuntime(

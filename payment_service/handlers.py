@@ -8,14 +8,19 @@ by the gateway's own idempotency when the command is redelivered.
 When the gateway keeps failing (transient errors past the retries, or a timeout):
 - AuthorizePayment answers PaymentDeclined (code gateway_error or gateway_timeout), recorded, so the
   saga always gets an answer and can cancel the order (voiding defensively).
-- Capture, void and refund raise instead. They move money the saga has already committed to, and a
-  "failed" answer while the gateway may have acted could leave a stray charge or a lost refund. The
-  kit retries the command and then dead-letters it to payment.commands.dlq for redrive; retrying is
-  always safe because the idempotency key is reused. The saga's own deadlines still end the order.
+- Capture, void and refund ask again instead. They move money the saga has already committed to,
+  and a "failed" answer while the gateway may have acted could leave a stray charge or a lost
+  refund. They keep asking, with the same idempotency key (always safe) and a growing pause, for
+  up to `Deps.settle_for_s` (PAYMENT_GATEWAY_SETTLE_FOR_S, 60 s): a gateway outage of seconds
+  must not leave a cancelled order charged. Past that they raise; the kit retries the command and
+  then dead-letters it to payment.commands.dlq for redrive. The saga's own deadlines still end the
+  order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ from payment_service.gateway import (
     GatewayError,
     GatewayResult,
     GatewayTimeout,
+    GatewayUnavailable,
     PaymentGateway,
     RetryPolicy,
     with_retries,
@@ -45,6 +51,8 @@ class Deps:
 
     gateway: PaymentGateway
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long capture, void and refund keep asking a gateway that does not answer (0: once).
+    settle_for_s: float = 0.0
 
 
 async def authorize_payment(
@@ -146,7 +154,7 @@ async def _settle(
     if payment is None or not payment.authorization:
         return [domain.failed(order_id, op, "the payment has no gateway authorization")]
     authorization = payment.authorization
-    result = await with_retries(lambda: call(authorization), deps.retry)
+    result = await _until_answered(lambda: call(authorization), deps, op, order_id)
     if not result.approved:
         log.warning("gateway refused", operation=op.value, order_id=str(order_id), code=result.code)
         return [domain.failed(order_id, op, f"the gateway refused: {result.code}")]
@@ -154,6 +162,31 @@ async def _settle(
     await repository.record(ctx.conn, payment, movement)
     log.info("payment moved", operation=op.value, status=payment.status, order_id=str(order_id))
     return [domain.reply_for(movement)]
+
+
+async def _until_answered(
+    call: Callable[[], Awaitable[GatewayResult]], deps: Deps, op: Operation, order_id: uuid.UUID
+) -> GatewayResult:
+    """The gateway's answer to a settlement, asking again while it fails or times out, for up to
+    `deps.settle_for_s`; the call reuses its idempotency key, so asking again never moves money
+    twice."""
+    deadline = time.monotonic() + deps.settle_for_s
+    pause = max(deps.retry.backoff_ms / 1000, 0.05)
+    while True:
+        try:
+            return await with_retries(call, deps.retry)
+        except (GatewayUnavailable, GatewayTimeout) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning(
+                "gateway did not answer a settlement; asking again",
+                operation=op.value,
+                order_id=str(order_id),
+                error=repr(exc),
+                pause_s=round(pause, 2),
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 PaymentHandler = Callable[[Any, HandlerContext, Deps], Awaitable[list[Message]]]

@@ -32,3 +32,6 @@ class Settings(ServiceSettings):
     # Transient gateway failures are retried inside the handler this many times in all.
     gateway_max_attempts: int = Field(default=3, ge=1)
     gateway_retry_backoff_ms: int = Field(default=50, ge=0)
+    # Capture, void and refund keep asking a gateway that fails or times out for this long
+    # (same idempotency key) before the command is failed to the kit's retries and dead letter.
+    gateway_settle_for_s: float = Field(default=60.0, ge=0.0, le=240.0)

@@ -5,6 +5,8 @@ The gateway is the simulator, so the tests can count what it really charged.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
@@ -37,7 +39,7 @@ from payment_service.api import router
 from payment_service.app import MIGRATIONS
 from payment_service.gateway import GatewayResult, GatewayUnavailable, RetryPolicy, SimulatedGateway
 from payment_service.handlers import HANDLERS, Deps
-from tests.integration.platform_support import admin_headers
+from tests.integration.platform_support import admin_headers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +95,9 @@ class Payments:
             order_id=self.order_id, amount=USD_10, reason="test", idempotency_key=self.key("refund")
         )
 
-    async def send(self, cmd: Message, *, crash_before_commit: bool = False) -> Message:
+    async def send(
+        self, cmd: Message, *, crash_before_commit: bool = False, settle_for_s: float = 0.0
+    ) -> Message:
         """Run the command's handler; with crash_before_commit its transaction is rolled back."""
 
         class Crash(Exception):
@@ -106,7 +110,9 @@ class Payments:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 ctx = HandlerContext(conn, envelope, record)
-                replies = await handler(cmd, ctx, Deps(self.gateway, FAST_RETRY))
+                replies = await handler(
+                    cmd, ctx, Deps(self.gateway, FAST_RETRY, settle_for_s=settle_for_s)
+                )
                 if crash_before_commit:
                     raise Crash
         except Crash:
@@ -320,6 +326,47 @@ async def test_a_gateway_outage_during_capture_raises_so_the_kit_retries_it(
     assert await payments.status() == "AUTHORIZED"
     payments.gateway.failure_rate = 0.0
     assert isinstance(await payments.send(payments.capture()), PaymentCaptured)
+
+
+@pytest.mark.parametrize("outage", ["failing", "timing out"])
+async def test_a_refund_asks_a_gateway_in_an_outage_again_until_it_answers(
+    payments: Payments, outage: str
+) -> None:
+    """The long chaos run's finding: a refund given up after three quick tries while the gateway
+    was slow went to the dead-letter topic, and its cancelled order stayed charged."""
+    await payments.send(payments.authorize())
+    assert isinstance(await payments.send(payments.capture()), PaymentCaptured)
+    if outage == "failing":
+        payments.gateway.failure_rate = 1.0
+    else:
+        payments.gateway.latency_ms = payments.gateway.timeout_ms  # every call times out
+    refund = asyncio.create_task(payments.send(payments.refund(), settle_for_s=30))
+
+    async def asked_again() -> bool:
+        return payments.gateway.calls["refund"] >= 4  # past the three quick tries
+
+    await wait_until(asked_again, timeout=20)
+    assert not refund.done()
+    assert await payments.status() == "CAPTURED"
+    payments.gateway.failure_rate = 0.0
+    payments.gateway.latency_ms = 0
+    reply = await asyncio.wait_for(refund, timeout=20)
+    assert isinstance(reply, PaymentRefunded)
+    assert await payments.status() == "REFUNDED"
+    assert [kind for kind, _, _ in await payments.ledger()] == ["authorize", "capture", "refund"]
+
+
+async def test_a_settlement_the_gateway_never_answers_is_given_up_after_settle_for_s(
+    payments: Payments,
+) -> None:
+    await payments.send(payments.authorize())
+    payments.gateway.failure_rate = 1.0
+    started = time.monotonic()
+    with pytest.raises(GatewayUnavailable):
+        await payments.send(payments.capture(), settle_for_s=0.5)
+    assert 0.3 < time.monotonic() - started < 10
+    assert payments.gateway.calls["capture"] > 3
+    assert await payments.status() == "AUTHORIZED"
 
 
 async def test_only_a_hint_of_the_token_is_stored(payments: Payments) -> None:
