@@ -370,7 +370,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         mono_steps, mono_sents = await drive(
             f"http://127.0.0.1:{mono_port}/orders",
-            args.rates,
+            args.baseline_rates or args.rates,
             args.baseline_step_s or args.step_s,
             skus,
             tracker=None,
@@ -530,6 +530,13 @@ def main() -> None:
         "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[50.0, 100.0, 200.0]
     )
     parser.add_argument("--step-s", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--baseline-rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=None,
+        help="the monolith's rates (default: --rates); higher ones find its own maximum, so "
+        "that vs_monolith compares the two maxima",
+    )
     parser.add_argument(
         "--baseline-step-s",
         type=float,

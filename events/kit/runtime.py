@@ -138,7 +138,11 @@ class ServiceRuntime:
                 backoff_ms=s.retry_backoff_ms,
                 parallel_keys=s.consumer_parallel_keys,
                 commit_interval_ms=s.consumer_commit_interval_ms,
-                consumer_options=client,
+                consumer_options={
+                    **client,
+                    "fetch_max_wait_ms": s.consumer_fetch_max_wait_ms,
+                    "fetch_min_bytes": s.consumer_fetch_min_bytes,
+                },
             )
             await consumer.start()
             self.consumers.append(consumer)

@@ -43,6 +43,11 @@ class ServiceSettings(BaseSettings):
     consumer_commit_interval_ms: int = Field(
         default=200, ge=0, description="Commit offsets at most this often (0: after every batch)."
     )
+    # How long the broker may hold a fetch for more data, and how much it waits for: larger
+    # values mean fewer, fuller fetch responses (less broker and client CPU per message) for at
+    # most fetch_max_wait_ms more latency per hop. The defaults are Kafka's.
+    consumer_fetch_max_wait_ms: int = Field(default=500, ge=0)
+    consumer_fetch_min_bytes: int = Field(default=1, ge=1)
     retry_backoff_ms: int = Field(default=100, ge=0)
     outbox_batch_max: int = Field(default=500, ge=1)
     outbox_poll_ms: int = Field(default=500, ge=1)
