@@ -87,16 +87,25 @@ async def open_loop(
     *,
     on_accept: Callable[[Sent], None] | None = None,
     accepted_status: int = 202,
+    in_flight: int = 256,
 ) -> StepResult:
-    """POST at `rate` per second for `seconds`; each request is its own task."""
+    """POST at `rate` per second for `seconds`; each request is its own task.
+
+    At most `in_flight` requests are on the wire (the client's connections); the others wait
+    their turn here, their time counted from when they were due. Left to queue inside httpx's
+    pool instead, thousands of them cost the pool a scan of them all on every event, and past
+    the platform's knee the load generator spent its CPU on that rather than on sending.
+    """
     result = StepResult(rate, seconds)
     tasks: list[asyncio.Task[None]] = []
     start = time.time()
+    gate = asyncio.Semaphore(in_flight)
 
     async def one(sent: Sent, request: OrderRequest) -> None:
         body, headers = request
         try:
-            r = await client.post(url, json=body, headers=headers)
+            async with gate:
+                r = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             sent.error = type(exc).__name__
             return

@@ -111,6 +111,7 @@ class Bench:
                 seconds,
                 lambda: order_body(rnd, self.skus, weights, customers),
                 on_accept=self.tracker.watch,
+                in_flight=64,
             )
             await self.tracker.wait_for(result.sent, timeout_s=max(60.0, seconds))
             ended = max([started + seconds] + [s.terminal_at or 0 for s in result.sent])
