@@ -22,13 +22,23 @@ Groups = dict[str, list[int]]
 
 
 def rss_mb(groups: Groups) -> dict[str, float]:
-    """Resident memory of each group of processes, in MiB (a group: PostgreSQL and its workers)."""
+    """Memory of each group of processes, in MiB (a group: PostgreSQL and its backends).
+
+    A group of several processes is summed by proportional set size (PSS): shared pages (the
+    database's shared buffers, which every backend maps) count once across the group, where a
+    sum of RSS would count them once per backend and grow with every backend that touches them.
+    A single process is its RSS.
+    """
     out = {}
     for name, pids in groups.items():
         total = 0
         for pid in pids:
             with contextlib.suppress(psutil.Error):
-                total += psutil.Process(pid).memory_info().rss
+                process = psutil.Process(pid)
+                if len(pids) > 1:
+                    total += process.memory_full_info().pss
+                else:
+                    total += process.memory_info().rss
         out[name] = round(total / 2**20, 1)
     return out
 
