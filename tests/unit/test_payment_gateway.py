@@ -20,6 +20,7 @@ from payment_service.gateway import (
     _Hold,
     with_retries,
 )
+from tests.security.cardscan import find_card_numbers
 
 USD_10 = Money(amount=1000, currency="USD")
 
@@ -37,6 +38,7 @@ async def test_approve_token_authorizes_and_counts_one_charge() -> None:
     assert result.approved
     assert result.reference is not None
     assert result.reference.startswith("auth_")
+    assert len(result.reference) == len("auth_") + 32  # never a 13-19 digit run, see _reference
     assert gateway.charges == 1
     assert gateway.state_of(result.reference) == "authorized"
 
@@ -278,3 +280,14 @@ async def test_a_failure_inside_a_call_leaves_the_books_as_they_were(tmp_path: P
     with pytest.raises(RuntimeError):
         await gateway._call("o1:capture", ("capture", reference, USD_10), broken)
     assert SimulatedGateway(state_path=books).state_of(reference) == "authorized"
+
+
+async def test_no_gateway_reference_reads_as_a_card_number(tmp_path: Path) -> None:
+    """A CI run's card scan once flagged a capture reference whose 16 hex digits were all
+    decimal and passed Luhn; references are 32 hex digits now, which no card-number run fits."""
+    for gateway in (SimulatedGateway(seed=7), SimulatedGateway(state_path=tmp_path / "g.sqlite3")):
+        references = [gateway._reference("cap") for _ in range(2000)]
+        assert len(set(references)) == 2000
+        assert find_card_numbers(" ".join(references).encode()) == []
+    all_digits = "cap_" + "4" * 31 + "2"  # the one shape left: still not a 13-19 digit run
+    assert find_card_numbers(all_digits.encode()) == []
