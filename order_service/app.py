@@ -62,7 +62,10 @@ def build(settings: Settings) -> ServiceRuntime:
         consumers=[
             ConsumerSpec("order-catalog-view", [CATALOG_PRODUCTS], handlers.CATALOG_HANDLERS),
             ConsumerSpec(
-                "order-saga", [INVENTORY_EVENTS, PAYMENT_EVENTS], handlers.saga_handlers(deadlines)
+                "order-saga",
+                [INVENTORY_EVENTS, PAYMENT_EVENTS],
+                handlers.saga_handlers(deadlines),
+                unit=handlers.SagaUnit.for_replies,
             ),
         ],
         background=[saga_deadlines, idempotency_purge],

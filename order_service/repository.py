@@ -25,22 +25,26 @@ SELECT_PRODUCTS = """
 SELECT sku, name, category, price_amount, currency, active
 FROM catalog_view WHERE sku = ANY($1::text[])
 """
-SELECT_ORDER_FOR_UPDATE = "SELECT * FROM orders WHERE order_id = $1 FOR UPDATE"
-SELECT_ORDER = "SELECT * FROM orders WHERE order_id = $1"
-UPDATE_ORDER = """
-UPDATE orders SET status = $2, stock_committed = $3, payment_captured = $4, refunded = $5,
-    reason = $6, deadline = $7, updated_at = now()
-WHERE order_id = $1
+# A batch's orders, locked in one fixed order (by id) so that concurrent batches cannot deadlock.
+SELECT_ORDERS_FOR_UPDATE = """
+SELECT * FROM orders WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE
 """
-INSERT_TIMELINE = "INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $2, $3)"
-# A saga step's state change and its timeline entry in one statement (one round trip, not two).
-UPDATE_ORDER_WITH_TIMELINE = """
+SELECT_ORDER = "SELECT * FROM orders WHERE order_id = $1"
+# A batch's saga steps: every changed order and every timeline entry, in one statement.
+SAVE_STEPS = """
 WITH saved AS (
-    UPDATE orders SET status = $2, stock_committed = $3, payment_captured = $4, refunded = $5,
-        reason = $6, deadline = $7, updated_at = now()
-    WHERE order_id = $1
+    UPDATE orders AS o SET status = u.status, stock_committed = u.stock_committed,
+        payment_captured = u.payment_captured, refunded = u.refunded, reason = u.reason,
+        deadline = u.deadline, updated_at = now()
+    FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::bool[], $5::bool[], $6::text[],
+        $7::timestamptz[])
+        AS u(order_id, status, stock_committed, payment_captured, refunded, reason, deadline)
+    WHERE o.order_id = u.order_id
 )
-INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $8, $9)
+INSERT INTO order_timeline (order_id, status, note)
+SELECT t.order_id, t.status, t.note
+FROM unnest($8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY AS t(order_id, status, note, n)
+ORDER BY t.n
 """
 INSERT_ORDER_WITH_TIMELINE = """
 WITH placed AS (
@@ -133,49 +137,34 @@ async def insert_order(conn: Conn, order: Order, priced_lines: list[dict[str, An
     )
 
 
-async def lock_order(conn: Conn, order_id: uuid.UUID) -> Order | None:
-    row = await conn.fetchrow(SELECT_ORDER_FOR_UPDATE, order_id)
-    return _order(row) if row else None
+async def lock_orders(conn: Conn, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, Order]:
+    """The orders with these ids (those that exist), each locked until the transaction ends."""
+    rows = await conn.fetch(SELECT_ORDERS_FOR_UPDATE, order_ids)
+    return {row["order_id"]: _order(row) for row in rows}
 
 
 async def get_order_row(conn: Conn, order_id: uuid.UUID) -> Any:
     return await conn.fetchrow(SELECT_ORDER, order_id)
 
 
-async def save_order(conn: Conn, order: Order) -> None:
+TimelineEntry = tuple[uuid.UUID, OrderStatus, str | None]
+
+
+async def save_steps(conn: Conn, orders: list[Order], entries: list[TimelineEntry]) -> None:
+    """Save the changed orders and append the timeline entries (in their order)."""
     await conn.execute(
-        UPDATE_ORDER,
-        order.order_id,
-        order.status.value,
-        order.stock_committed,
-        order.payment_captured,
-        order.refunded,
-        order.reason,
-        order.deadline,
+        SAVE_STEPS,
+        [o.order_id for o in orders],
+        [o.status.value for o in orders],
+        [o.stock_committed for o in orders],
+        [o.payment_captured for o in orders],
+        [o.refunded for o in orders],
+        [o.reason for o in orders],
+        [o.deadline for o in orders],
+        [e[0] for e in entries],
+        [e[1].value for e in entries],
+        [e[2] for e in entries],
     )
-
-
-async def save_order_with_timeline(
-    conn: Conn, order: Order, status: OrderStatus, note: str | None
-) -> None:
-    await conn.execute(
-        UPDATE_ORDER_WITH_TIMELINE,
-        order.order_id,
-        order.status.value,
-        order.stock_committed,
-        order.payment_captured,
-        order.refunded,
-        order.reason,
-        order.deadline,
-        status.value,
-        note,
-    )
-
-
-async def add_timeline(
-    conn: Conn, order_id: uuid.UUID, status: OrderStatus, note: str | None
-) -> None:
-    await conn.execute(INSERT_TIMELINE, order_id, status.value, note)
 
 
 async def timeline(conn: Conn, order_id: uuid.UUID, after_id: int = 0) -> list[Any]:

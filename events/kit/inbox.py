@@ -10,6 +10,11 @@ consumer closes, and at once after a batch that dead-lettered something), never 
 transaction: at small batches an OffsetCommit per batch was one broker request per message. A
 crash then redelivers up to that interval's records, which the inbox skips.
 
+A consumer may give its handlers a unit of work per transaction (`unit`): made once the batch's
+fresh messages are known (to load and lock what they touch in one query), used by every handler,
+and flushed before the outbox (its writes as multi-row statements), so a batch costs a few
+statements rather than a few per message.
+
 If a handler raises, the batch is rolled back and its records are applied one by one, each retried
 with backoff; a record that still fails goes to the DLQ and the consumer carries on. Database and
 network faults are not the message's fault: those are retried without limit and never dead-lettered.
@@ -22,7 +27,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -38,6 +43,7 @@ from events.kit.logging import get_logger
 from events.messages import Message, Registry
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 INSERT_INBOX = """
 INSERT INTO inbox (consumer, event_id, topic, partition, "offset")
@@ -47,13 +53,25 @@ RETURNING event_id
 """
 
 
+class Unit(Protocol):
+    """A transaction's unit of work, shared by the handlers of one batch."""
+
+    async def flush(self) -> None:
+        """Write what the handlers changed (called once, after the last handler)."""
+
+
+UnitFactory = Callable[[Conn, Sequence[Message]], Awaitable[Unit]]
+
+
 @dataclass(frozen=True)
 class HandlerContext:
-    """What a handler may use: the open transaction's connection and the message's envelope."""
+    """What a handler may use: the open transaction's connection, the message's envelope, and the
+    batch's unit of work when the consumer has one."""
 
     conn: Conn
     envelope: Header
     record: ConsumerRecord
+    unit: Any = None
 
 
 Handler = Callable[[Any, HandlerContext], Awaitable[Sequence[Message] | None]]
@@ -138,6 +156,7 @@ class InboxConsumer:
         parallel_keys: int = 1,
         commit_interval_ms: int = 0,
         consumer_options: Mapping[str, Any] | None = None,
+        unit: UnitFactory | None = None,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -151,6 +170,7 @@ class InboxConsumer:
         self._max_attempts = max_attempts
         self._backoff_s = backoff_ms / 1000
         self._parallel_keys = parallel_keys
+        self._unit_factory = unit
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._channel = outbox.notify_channel(service)
@@ -311,33 +331,33 @@ class InboxConsumer:
                 [i.record.offset for i in items],
             )
             fresh = {r["event_id"] for r in fresh_rows}
-            outgoing: list[tuple[Message, Envelope]] = []
-            applied: list[_Item] = []
+            todo: list[_Item] = []
             for item in items:
-                if item.envelope.event_id not in fresh:
-                    continue
-                fresh.discard(item.envelope.event_id)
+                if item.envelope.event_id in fresh:
+                    fresh.discard(item.envelope.event_id)
+                    todo.append(item)
+            unit = None
+            if self._unit_factory is not None and todo:
+                # the unit's own failure is the batch's: blamed on its first record
+                unit = await _blamed(todo[0], self._unit_factory(conn, [i.message for i in todo]))
+            outgoing: list[tuple[Message, Envelope]] = []
+            for item in todo:
                 with structlog.contextvars.bound_contextvars(**_ids(item)):
-                    try:
-                        emitted = await item.handler(
-                            item.message, HandlerContext(conn, item.envelope, item.record)
-                        )
-                    except Exception as exc:
-                        if is_infrastructure_error(exc):
-                            raise
-                        raise HandlerFailed(item, exc) from exc
+                    context = HandlerContext(conn, item.envelope, item.record, unit)
+                    emitted = await _blamed(item, item.handler(item.message, context))
                 for message in emitted or ():
                     outgoing.append(
                         (message, wrap(message, producer=self._service, causation=item.envelope))
                     )
-                applied.append(item)
+            if unit is not None:
+                await _blamed(todo[0], unit.flush())
             await outbox.append(conn, outgoing, channel=self._channel)
-        duplicates = len(items) - len(applied)
-        self.stats.applied += len(applied)
+        duplicates = len(items) - len(todo)
+        self.stats.applied += len(todo)
         self.stats.duplicates += duplicates
         if duplicates:
             metrics.DUPLICATES.labels(self.name).inc(duplicates)
-        for item in applied:
+        for item in todo:
             metrics.APPLIED.labels(self.name, item.envelope.type).inc()
 
     async def _retrying_infrastructure(self, attempt: Callable[[], Awaitable[None]]) -> None:
@@ -413,6 +433,17 @@ class InboxConsumer:
                 metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - position)
                 )
+
+
+async def _blamed(item: _Item, work: Awaitable[T]) -> T:
+    """Await a handler's (or the batch's unit's) work. A failure that is not the infrastructure's
+    is the message's: the batch rolls back and its records are tried one by one."""
+    try:
+        return await work
+    except Exception as exc:
+        if is_infrastructure_error(exc):
+            raise
+        raise HandlerFailed(item, exc) from exc
 
 
 def _ids(item: _Item) -> dict[str, object]:

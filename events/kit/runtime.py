@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from events.kit import auth, db
 from events.kit.admin import ensure_topics
 from events.kit.http import harden, health_router
-from events.kit.inbox import Handlers, InboxConsumer
+from events.kit.inbox import Handlers, InboxConsumer, UnitFactory
 from events.kit.kafkaconf import client_options
 from events.kit.logging import configure_logging, get_logger
 from events.kit.outbox import OutboxRelay
@@ -34,11 +34,13 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A consumer group of this service: the topics it reads and a handler per message type."""
+    """A consumer group of this service: the topics it reads, a handler per message type, and
+    optionally a unit of work per transaction shared by its handlers."""
 
     name: str
     topics: Sequence[str]
     handlers: Handlers
+    unit: UnitFactory | None = None
 
 
 Background = Callable[["ServiceRuntime"], Awaitable[None]]
@@ -138,6 +140,7 @@ class ServiceRuntime:
                 backoff_ms=s.retry_backoff_ms,
                 parallel_keys=s.consumer_parallel_keys,
                 commit_interval_ms=s.consumer_commit_interval_ms,
+                unit=spec.unit,
                 consumer_options={
                     **client,
                     "fetch_max_wait_ms": s.consumer_fetch_max_wait_ms,

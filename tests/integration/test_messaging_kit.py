@@ -343,3 +343,78 @@ async def test_with_parallel_keys_a_stalled_handler_holds_up_only_its_own_key(
     )
     assert [r["n"] for r in rows] == [0, 1, 2]
     assert await applied_count(kit_pool, name) == (43, 43)
+
+
+class _RowsUnit:
+    """A unit of work the test's handlers fill; its flush writes them in one multi-row insert,
+    and fails when item 13 is among them."""
+
+    def __init__(self, conn: Any, consumer: str) -> None:
+        self.conn = conn
+        self.consumer = consumer
+        self.rows: list[tuple[uuid.UUID, uuid.UUID, int]] = []
+
+    async def flush(self) -> None:
+        if any(n == 13 for _, _, n in self.rows):
+            raise ValueError("item 13 cannot be flushed")
+        await self.conn.execute(
+            "INSERT INTO applied (consumer, event_id, item_id, n)"
+            " SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::int[])",
+            self.consumer,
+            [r[0] for r in self.rows],
+            [r[1] for r in self.rows],
+            [r[2] for r in self.rows],
+        )
+
+
+async def test_a_unit_of_work_gets_each_fresh_message_once_and_a_failed_flush_dead_letters_it(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    name = f"unit-{types.topic}"
+    units: list[list[int]] = []
+
+    async def make_unit(conn: Any, messages: Any) -> _RowsUnit:
+        units.append([m.n for m in messages])
+        return _RowsUnit(conn, name)
+
+    async def handle(msg: Any, ctx: HandlerContext) -> None:
+        ctx.unit.rows.append((ctx.envelope.event_id, msg.item_id, msg.n))
+
+    envelopes = [
+        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(20)
+    ]
+    # one partition; the first ten again behind them, as a redelivery would bring them
+    for env in [*envelopes, *envelopes[:10]]:
+        await producer.send(types.topic, encode(env), key=b"one-key")
+    await producer.flush()
+    consumer = InboxConsumer(
+        name=name,
+        topics=[types.topic],
+        handlers={types.ItemAdded: handle},
+        registry=types.registry,
+        pool=kit_pool,
+        producer=producer,
+        bootstrap_servers=stack.kafka_bootstrap,  # type: ignore[attr-defined]
+        service="kittest",
+        backoff_ms=10,
+        unit=make_unit,
+    )
+    async with running(consumer):
+
+        async def settled() -> bool:
+            seen = consumer.stats.applied + consumer.stats.duplicates
+            return consumer.stats.dead_lettered == 1 and seen >= 29
+
+        await eventually(settled)
+        dead = await read_topic(stack.kafka_bootstrap, types.topic + ".dlq", 1)  # type: ignore[attr-defined]
+    rows = await kit_pool.fetch("SELECT n FROM applied WHERE consumer = $1 ORDER BY id", name)
+    assert [r["n"] for r in rows] == [n for n in range(20) if n != 13]
+    assert (consumer.stats.applied, consumer.stats.duplicates) == (19, 10)
+    # A unit is made only for messages not applied before, each once; the units without item 13
+    # are the ones that committed, and every other message was in exactly one of them.
+    assert all(unit and len(set(unit)) == len(unit) for unit in units)
+    committed = [n for unit in units if 13 not in unit for n in unit]
+    assert sorted(committed) == [n for n in range(20) if n != 13]
+    assert units.count([13]) == 3  # the batch rolled back, then item 13 alone, three attempts
+    assert [r.value for r in dead] == [encode(envelopes[13])]
+    assert "cannot be flushed" in dict(dead[0].headers)["dlq.error"].decode()
