@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from events.kit import db
 from events.kit.auth import AuthError, TokenPolicy
 from events.kit.settings import ServiceSettings
 from events.messages import Money
@@ -121,8 +122,8 @@ async def prepare(url: str, stock: dict[str, tuple[int, int]]) -> None:
 
 
 async def serve(port: int, url: str, pool_size: int) -> None:
-    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
-    assert pool is not None
+    # the services' pool (no reset query on release), so both sides pay the same per transaction
+    pool = await db.create_pool(url, min_size=pool_size, max_size=pool_size)
     settings = ServiceSettings()  # the signing key the services use: SHOP_AUTH_SIGNING_KEY or dev
     key = os.environ.get("SHOP_AUTH_SIGNING_KEY", settings.auth_signing_key.get_secret_value())
     policy = TokenPolicy(key, settings.auth_issuer, settings.auth_audience)

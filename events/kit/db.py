@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,10 +56,34 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, after asyncpg has rolled back any
+    transaction left open: nothing more. asyncpg's default runs its reset query (unlock every
+    advisory lock, close cursors, UNLISTEN, RESET ALL), a round trip per transaction, for
+    session state that the services' transactions never take; code that does take it releases
+    it through `session_state`."""
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, reset=_no_session_reset
+    )
     assert pool is not None
     return pool
+
+
+@contextlib.asynccontextmanager
+async def session_state(conn: Conn) -> AsyncIterator[Conn]:
+    """Hold a pooled connection that takes session state (a session advisory lock, LISTEN) and
+    reset it fully at the end, or close it when that fails: the pool itself does not."""
+    try:
+        yield conn
+    finally:
+        try:
+            await conn.reset()
+        except BaseException:
+            conn.terminate()
+            raise
 
 
 def _migration_files(folders: Iterable[Path]) -> list[tuple[str, Path]]:
@@ -77,7 +101,7 @@ async def apply_migrations(pool: asyncpg.Pool, *folders: Path) -> list[str]:
     migrations are append-only.
     """
     applied_now: list[str] = []
-    async with pool.acquire() as conn:
+    async with pool.acquire() as pooled, session_state(pooled) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
             await conn.execute(CREATE_MIGRATIONS_TABLE)

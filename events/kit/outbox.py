@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from events.envelope import Envelope, encode, headers_for, wrap
-from events.kit import metrics
+from events.kit import db, metrics
 from events.kit.db import Conn
 from events.kit.logging import get_logger
 from events.messages import Message
@@ -127,7 +127,8 @@ class OutboxRelay:
                 await self._sleep(1.0)
 
     async def _lead(self) -> None:
-        async with self._pool.acquire() as lock_conn:
+        # the leader lock and the LISTEN are session state: reset when the lead ends
+        async with self._pool.acquire() as pooled, db.session_state(pooled) as lock_conn:
             while not self._stopping.is_set():
                 if await lock_conn.fetchval(TRY_LEADER_LOCK, RELAY_LOCK):
                     break
@@ -141,10 +142,6 @@ class OutboxRelay:
                 await self._publish_loop()
             finally:
                 self.is_leader = False
-                with contextlib.suppress(Exception):
-                    await lock_conn.remove_listener(channel, self.wake)
-                with contextlib.suppress(Exception):
-                    await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _publish_loop(self) -> None:
         last_purge = 0.0

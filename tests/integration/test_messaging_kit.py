@@ -128,6 +128,37 @@ async def test_outbox_rows_reach_the_topic_in_key_order_and_the_inbox_applies_ea
     assert pending == 0
 
 
+async def test_a_relay_that_stops_leading_hands_the_lead_to_the_next_over_the_same_pool(
+    kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    # The leader lock is session state on a pooled connection that goes back to the pool: it
+    # must be released there, or no relay of this database would ever lead again.
+    first = OutboxRelay(kit_pool, producer, service="kitlead", poll_interval_s=0.1)
+    second = OutboxRelay(kit_pool, producer, service="kitlead", poll_interval_s=0.1)
+    first_task = asyncio.create_task(first.run())
+
+    async def first_leads() -> bool:
+        return first.is_leader
+
+    await eventually(first_leads)
+    second_task = asyncio.create_task(second.run())
+    try:
+        first.stop()
+        await asyncio.wait_for(first_task, 10)
+
+        async def second_leads() -> bool:
+            return second.is_leader
+
+        await eventually(second_leads)
+        held = await kit_pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        )
+        assert held == 1  # the second relay's; the first one's connection kept none
+    finally:
+        second.stop()
+        await asyncio.wait_for(second_task, 10)
+
+
 async def test_the_same_events_delivered_twice_are_applied_once(
     stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:

@@ -1,0 +1,56 @@
+"""The kit's connection pool against the real database: no reset query per release, yet no session
+state and no open transaction ever reaches the next borrower."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from events.kit import db
+
+pytestmark = pytest.mark.integration
+
+ADVISORY_LOCKS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+)
+
+
+@pytest.fixture
+async def pool(stack: Any) -> AsyncIterator[asyncpg.Pool]:
+    url = stack.database_url("kit_pool")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=1)  # one connection: always the same
+    yield pool
+    await pool.close()
+
+
+async def test_session_state_taken_under_session_state_is_gone_when_the_connection_returns(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as pooled, db.session_state(pooled) as conn:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        await conn.execute("SELECT pg_advisory_lock(4242)")
+        await conn.add_listener("kit_pool_test", lambda *_: None)
+        assert await conn.fetchval(ADVISORY_LOCKS) == 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+        assert await conn.fetchval(ADVISORY_LOCKS) == 0
+        assert await conn.fetch("SELECT pg_listening_channels()") == []
+
+
+async def test_a_transaction_left_open_is_rolled_back_before_the_next_borrower(
+    pool: asyncpg.Pool,
+) -> None:
+    await pool.execute("CREATE TABLE IF NOT EXISTS kit_pool_rows (n int)")
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("INSERT INTO kit_pool_rows VALUES (1)")
+        await conn.execute("SELECT pg_advisory_xact_lock(4343)")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM kit_pool_rows") == 0
+        assert await conn.fetchval(ADVISORY_LOCKS) == 0
+        assert not conn.is_in_transaction()
