@@ -38,7 +38,10 @@ def build(settings: Settings) -> ServiceRuntime:
         migrations=MIGRATIONS,
         consumers=[
             ConsumerSpec(
-                name="inventory", topics=[INVENTORY_COMMANDS], handlers=handlers.bind(policy)
+                name="inventory",
+                topics=[INVENTORY_COMMANDS],
+                handlers=handlers.bind(policy),
+                unit=handlers.StockUnit.for_commands,
             )
         ],
         background=[reservation_expiry],

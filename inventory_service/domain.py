@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -98,7 +98,16 @@ def shortages(wanted: Mapping[str, int], levels: Mapping[str, StockLevel]) -> tu
 
 
 def after_reserving(level: StockLevel, units: int) -> StockLevel:
-    return StockLevel(level.sku, level.on_hand, level.reserved + units, level.low_stock_threshold)
+    return moved(level, reserved=units)
+
+
+def moved(level: StockLevel, *, on_hand: int = 0, reserved: int = 0) -> StockLevel:
+    """The level after units move on or off hand and on or off reserved; refuses a level that
+    would oversell (the database's CHECKs would refuse it too)."""
+    after = replace(level, on_hand=level.on_hand + on_hand, reserved=level.reserved + reserved)
+    if after.reserved < 0 or after.reserved > after.on_hand:
+        raise ValueError(f"stock of {level.sku} cannot go to {after}")
+    return after
 
 
 def low_stock_crossings(

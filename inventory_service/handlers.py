@@ -1,7 +1,9 @@
 """One async function per inventory command; each returns the events that answer it.
 
-Handlers run inside the caller's transaction (`ctx.conn`, the inbox's batch transaction) and never
-commit or publish: what they return goes to the outbox in that same transaction. Every command gets
+Handlers run inside the inbox's batch transaction and work on its StockUnit (`ctx.unit`): the
+batch's reservations and stock rows, locked once, changed in memory and written in one statement
+when the batch ends. They never commit or publish: what they return goes to the outbox in that
+same transaction. Every command gets
 an answer that says where the order's reservation stands, so a repeated or late command is harmless
 and the saga always hears back; the one exception is releasing a sold order, which is RestockOrder's
 job. Expiry and the admin API change state outside a consumer and publish with `publish`.
@@ -9,7 +11,10 @@ job. Expiry and the admin API change state outside a consumer and publish with `
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,6 +30,7 @@ from events.contracts import (
     Restock,
     RestockOrder,
     StockLevelChanged,
+    StockLine,
     StockRejected,
     StockReserved,
 )
@@ -41,24 +47,118 @@ log = get_logger(__name__)
 EXPIRY_BATCH = 500
 
 
+class StockUnit:
+    """The reservations and stock rows one transaction works on, locked, and what the handlers
+    changed in them; flushed in one statement. Two lock queries and one write per batch of
+    commands, however many it holds."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        reservations: dict[uuid.UUID, Reservation],
+        levels: dict[str, StockLevel],
+        now: datetime | None,
+    ) -> None:
+        self.conn = conn
+        self.reservations = reservations
+        self.levels = levels
+        self._now = now
+        self._locked = set(levels)
+        self._new: dict[uuid.UUID, Reservation] = {}
+        self._statuses: dict[uuid.UUID, ReservationStatus] = {}
+        self._changed: set[str] = set()
+
+    @classmethod
+    async def for_commands(cls, conn: Conn, commands: Sequence[Message]) -> StockUnit:
+        """Lock the reservations of the orders named, then every SKU they or the commands touch."""
+        order_ids = [
+            i for c in commands if isinstance(i := getattr(c, "order_id", None), uuid.UUID)
+        ]
+        reservations = await repository.lock_reservations(conn, order_ids)
+        skus = {line.sku for r in reservations.values() for line in r.lines}
+        for c in commands:
+            if isinstance(c, ReserveStock):
+                skus.update(line.sku for line in c.lines)
+            elif isinstance(c, Restock):
+                skus.add(c.sku)
+        levels, now = await repository.lock_stock_at(conn, list(skus))
+        return cls(conn, reservations, levels, now)
+
+    def _move(self, units: Mapping[str, int], *, on_hand: int = 0, reserved: int = 0) -> None:
+        for sku, n in units.items():
+            self.levels[sku] = domain.moved(
+                self.levels[sku], on_hand=on_hand * n, reserved=reserved * n
+            )
+            self._changed.add(sku)
+
+    def _set(self, reservation: Reservation, status: ReservationStatus) -> None:
+        changed = replace(reservation, status=status)
+        self.reservations[reservation.order_id] = changed
+        if reservation.order_id in self._new:
+            self._new[reservation.order_id] = changed
+        else:
+            self._statuses[reservation.order_id] = status
+
+    def reserve(
+        self, order_id: uuid.UUID, lines: tuple[StockLine, ...], ttl: timedelta
+    ) -> Reservation:
+        assert self._now is not None  # the lines' SKUs are locked rows: lock_stock_at saw them
+        self._move(domain.units_by_sku(lines), reserved=+1)
+        reservation = Reservation(
+            order_id, ReservationStatus.RESERVED, lines, self._now + ttl, self._now
+        )
+        self.reservations[order_id] = self._new[order_id] = reservation
+        return reservation
+
+    def sell(self, reservation: Reservation) -> None:
+        self._move(reservation.units, on_hand=-1, reserved=-1)
+        self._set(reservation, ReservationStatus.COMMITTED)
+
+    def release(self, reservation: Reservation) -> None:
+        self._move(reservation.units, reserved=-1)
+        self._set(reservation, ReservationStatus.RELEASED)
+
+    def put_back(self, reservation: Reservation) -> None:
+        self._move(reservation.units, on_hand=+1)
+        self._set(reservation, ReservationStatus.RESTOCKED)
+
+    def restock(self, sku: str, quantity: int, threshold: int) -> StockLevel:
+        if sku not in self.levels:
+            self.levels[sku] = StockLevel(sku, 0, 0, threshold)
+        self._move({sku: quantity}, on_hand=+1)
+        return self.levels[sku]
+
+    async def flush(self) -> None:
+        if not (self._changed or self._new or self._statuses):
+            return
+        await repository.save_batch(
+            self.conn,
+            new_stock=[self.levels[s] for s in sorted(self._changed - self._locked)],
+            changed_stock=[self.levels[s] for s in sorted(self._changed & self._locked)],
+            new_reservations=list(self._new.values()),
+            statuses=self._statuses,
+        )
+        self._changed, self._new, self._statuses = set(), {}, {}
+
+
 async def reserve_stock(cmd: ReserveStock, ctx: HandlerContext, policy: Policy) -> list[Message]:
     """Reserve every line of the order or none; a repeated command gets the existing answer."""
-    existing = await repository.lock_reservation(ctx.conn, cmd.order_id)
+    unit: StockUnit = ctx.unit
+    existing = unit.reservations.get(cmd.order_id)
     if existing is not None:
         return [domain.describe(existing)]
     wanted = domain.units_by_sku(cmd.lines)
-    levels = await repository.lock_stock(ctx.conn, list(wanted))
+    levels = {sku: unit.levels[sku] for sku in wanted if sku in unit.levels}
     if shortages := domain.shortages(wanted, levels):
         return [
             StockRejected(
                 order_id=cmd.order_id, reason=domain.INSUFFICIENT_STOCK, shortages=shortages
             )
         ]
-    await repository.reserve_units(ctx.conn, wanted)
-    expires_at = await repository.insert_reservation(
-        ctx.conn, cmd.order_id, cmd.lines, policy.reservation_ttl
+    reservation = unit.reserve(cmd.order_id, cmd.lines, policy.reservation_ttl)
+    reserved = StockReserved(
+        order_id=cmd.order_id, lines=cmd.lines, expires_at=reservation.expires_at
     )
-    reserved = StockReserved(order_id=cmd.order_id, lines=cmd.lines, expires_at=expires_at)
     return [reserved, *domain.low_stock_crossings(wanted, levels)]
 
 
@@ -66,13 +166,13 @@ async def commit_reservation(
     cmd: CommitReservation, ctx: HandlerContext, policy: Policy
 ) -> list[Message]:
     """Sell a live reservation's units; otherwise say again how the reservation ended."""
-    reservation = await repository.lock_reservation(ctx.conn, cmd.order_id)
+    unit: StockUnit = ctx.unit
+    reservation = unit.reservations.get(cmd.order_id)
     if reservation is None:
         return [domain.no_reservation(cmd.order_id)]
     if reservation.status is not ReservationStatus.RESERVED:
         return [domain.describe(reservation)]
-    await repository.sell_units(ctx.conn, reservation.units)
-    await repository.set_status(ctx.conn, cmd.order_id, ReservationStatus.COMMITTED)
+    unit.sell(reservation)
     return [ReservationCommitted(order_id=cmd.order_id, lines=reservation.lines)]
 
 
@@ -80,12 +180,13 @@ async def release_reservation(
     cmd: ReleaseReservation, ctx: HandlerContext, policy: Policy
 ) -> list[Message]:
     """Free a live reservation's units; releasing one that is already free is a no-op reply."""
-    reservation = await repository.lock_reservation(ctx.conn, cmd.order_id)
+    unit: StockUnit = ctx.unit
+    reservation = unit.reservations.get(cmd.order_id)
     if reservation is None:
         return [domain.no_reservation(cmd.order_id)]
     match reservation.status:
         case ReservationStatus.RESERVED:
-            await _release(ctx.conn, reservation)
+            unit.release(reservation)
             return [
                 ReservationReleased(
                     order_id=cmd.order_id, lines=reservation.lines, reason=cmd.reason
@@ -111,16 +212,16 @@ async def release_reservation(
 
 async def restock_order(cmd: RestockOrder, ctx: HandlerContext, policy: Policy) -> list[Message]:
     """Put a sold order's units back on hand; a reservation never sold is released instead."""
-    reservation = await repository.lock_reservation(ctx.conn, cmd.order_id)
+    unit: StockUnit = ctx.unit
+    reservation = unit.reservations.get(cmd.order_id)
     if reservation is None:
         return [domain.no_reservation(cmd.order_id)]
     match reservation.status:
         case ReservationStatus.COMMITTED:
-            await repository.return_units(ctx.conn, reservation.units)
-            await repository.set_status(ctx.conn, cmd.order_id, ReservationStatus.RESTOCKED)
+            unit.put_back(reservation)
             return [OrderRestocked(order_id=cmd.order_id, lines=reservation.lines)]
         case ReservationStatus.RESERVED:
-            await _release(ctx.conn, reservation)
+            unit.release(reservation)
             return [
                 ReservationReleased(
                     order_id=cmd.order_id, lines=reservation.lines, reason=cmd.reason
@@ -132,14 +233,15 @@ async def restock_order(cmd: RestockOrder, ctx: HandlerContext, policy: Policy) 
 
 async def restock(cmd: Restock, ctx: HandlerContext, policy: Policy) -> list[Message]:
     """Add units of a SKU, creating it if new (this is also how stock is first seeded)."""
-    _, changed = await apply_restock(ctx.conn, cmd.sku, cmd.quantity, policy)
-    return [changed]
+    unit: StockUnit = ctx.unit
+    level = unit.restock(cmd.sku, cmd.quantity, policy.low_stock_threshold)
+    return [domain.level_changed(level, cause="restock")]
 
 
 async def apply_restock(
     conn: Conn, sku: str, quantity: int, policy: Policy
 ) -> tuple[StockLevel, StockLevelChanged]:
-    """Restock's state change, shared by the command handler and the admin API."""
+    """The admin API's restock, outside a consumer."""
     level = await repository.restock(conn, sku, quantity, policy.low_stock_threshold)
     return level, domain.level_changed(level, cause="restock")
 
@@ -176,11 +278,6 @@ async def expire_reservations(
 async def publish(conn: Conn, messages: Sequence[Message], *, service: str) -> None:
     """Append messages to the outbox in the caller's transaction, from outside a consumer."""
     await outbox.emit(conn, messages, service=service)
-
-
-async def _release(conn: Conn, reservation: Reservation) -> None:
-    await repository.unreserve_units(conn, reservation.units)
-    await repository.set_status(conn, reservation.order_id, ReservationStatus.RELEASED)
 
 
 PolicyHandler = Callable[[Any, HandlerContext, Policy], Awaitable[list[Message]]]

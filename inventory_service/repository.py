@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -21,25 +21,8 @@ LOCK_STOCK = """
 SELECT sku, on_hand, reserved, low_stock_threshold FROM stock
 WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
 """
-# The WHERE clause re-checks availability even though the rows are locked: a guard, not the plan.
-RESERVE_UNITS = """
-UPDATE stock AS s SET reserved = s.reserved + u.units, updated_at = now()
-FROM unnest($1::text[], $2::int[]) AS u(sku, units)
-WHERE s.sku = u.sku AND s.on_hand - s.reserved >= u.units
-"""
 UNRESERVE_UNITS = """
 UPDATE stock AS s SET reserved = s.reserved - u.units, updated_at = now()
-FROM unnest($1::text[], $2::int[]) AS u(sku, units)
-WHERE s.sku = u.sku
-"""
-SELL_UNITS = """
-UPDATE stock AS s
-SET on_hand = s.on_hand - u.units, reserved = s.reserved - u.units, updated_at = now()
-FROM unnest($1::text[], $2::int[]) AS u(sku, units)
-WHERE s.sku = u.sku
-"""
-RETURN_UNITS = """
-UPDATE stock AS s SET on_hand = s.on_hand + u.units, updated_at = now()
 FROM unnest($1::text[], $2::int[]) AS u(sku, units)
 WHERE s.sku = u.sku
 """
@@ -58,18 +41,40 @@ COUNT_STOCK = """
 SELECT count(*) FROM stock WHERE NOT $1::bool OR on_hand - reserved < low_stock_threshold
 """
 
-LOCK_RESERVATION = """
+# A batch's stock rows, locked in SKU order, with the transaction's time (the time reservations
+# made in it expire from).
+LOCK_STOCK_AT = """
+SELECT sku, on_hand, reserved, low_stock_threshold, now() AS db_now FROM stock
+WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
+"""
+LOCK_RESERVATIONS = """
 SELECT order_id, status, lines, expires_at, updated_at FROM reservations
-WHERE order_id = $1 FOR UPDATE
+WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE
 """
-INSERT_RESERVATION = """
-INSERT INTO reservations (order_id, status, lines, expires_at)
-VALUES ($1, 'RESERVED', $2::jsonb, now() + make_interval(secs => $3))
-RETURNING expires_at
+# Everything a batch changed, in one statement. The stock rows it updates are locked, so it sets
+# their values; SKUs new to the batch are added to whatever a concurrent insert put there. The
+# table's CHECKs refuse any row that would oversell.
+SAVE_BATCH = """
+WITH new_stock AS (
+    INSERT INTO stock AS s (sku, on_hand, reserved, low_stock_threshold)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[])
+    ON CONFLICT (sku) DO UPDATE SET on_hand = s.on_hand + EXCLUDED.on_hand,
+        reserved = s.reserved + EXCLUDED.reserved, updated_at = now()
+), changed_stock AS (
+    UPDATE stock AS s SET on_hand = u.on_hand, reserved = u.reserved, updated_at = now()
+    FROM unnest($5::text[], $6::int[], $7::int[]) AS u(sku, on_hand, reserved)
+    WHERE s.sku = u.sku
+), new_reservations AS (
+    INSERT INTO reservations (order_id, status, lines, expires_at)
+    SELECT r.order_id, r.status, r.lines::jsonb, r.expires_at
+    FROM unnest($8::uuid[], $9::text[], $10::text[], $11::timestamptz[])
+        AS r(order_id, status, lines, expires_at)
+)
+UPDATE reservations AS r SET status = u.status, updated_at = now()
+FROM unnest($12::uuid[], $13::text[]) AS u(order_id, status)
+WHERE r.order_id = u.order_id
 """
-SET_STATUS = """
-UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1
-"""
+
 LOCK_DUE_RESERVATIONS = """
 SELECT order_id, status, lines, expires_at, updated_at FROM reservations
 WHERE status = 'RESERVED' AND expires_at < now()
@@ -80,10 +85,6 @@ UPDATE reservations SET status = 'EXPIRED', updated_at = now()
 WHERE order_id = ANY($1::uuid[])
 RETURNING order_id, status, lines, expires_at, updated_at
 """
-
-
-class StockInvariantBroken(RuntimeError):
-    """A conditional stock update did not apply although its rows were locked and checked."""
 
 
 def _level(row: asyncpg.Record) -> StockLevel:
@@ -100,43 +101,17 @@ def _reservation(row: asyncpg.Record) -> Reservation:
     )
 
 
-def _columns(units: Mapping[str, int]) -> tuple[list[str], list[int]]:
-    return list(units), list(units.values())
-
-
 async def lock_stock(conn: Conn, skus: Sequence[str]) -> dict[str, StockLevel]:
     """Lock the stock rows of these SKUs in sorted order; unknown SKUs are simply absent."""
     rows = await conn.fetch(LOCK_STOCK, sorted(skus))
     return {row["sku"]: _level(row) for row in rows}
 
 
-async def reserve_units(conn: Conn, units: Mapping[str, int]) -> None:
-    """Add to reserved; every row must still have the units available, or nothing changes."""
-    status = await conn.execute(RESERVE_UNITS, *_columns(units))
-    if status != f"UPDATE {len(units)}":
-        raise StockInvariantBroken(f"reserving {units} applied as {status!r}")
-
-
 async def unreserve_units(conn: Conn, units: Mapping[str, int]) -> None:
-    """Take units off reserved: a release or an expiry."""
-    await _locked_update(conn, UNRESERVE_UNITS, units)
-
-
-async def sell_units(conn: Conn, units: Mapping[str, int]) -> None:
-    """Reserved units leave the warehouse: off reserved and off on hand."""
-    await _locked_update(conn, SELL_UNITS, units)
-
-
-async def return_units(conn: Conn, units: Mapping[str, int]) -> None:
-    """Sold units come back on hand."""
-    await _locked_update(conn, RETURN_UNITS, units)
-
-
-async def _locked_update(conn: Conn, sql: str, units: Mapping[str, int]) -> None:
-    # An UPDATE ... FROM locks rows in join order; take the locks in SKU order first.
-    skus, counts = _columns(units)
-    await conn.execute(LOCK_STOCK, sorted(skus))
-    await conn.execute(sql, skus, counts)
+    """Take units off reserved (an expiry), the rows locked in SKU order first: an UPDATE ...
+    FROM would lock them in join order."""
+    await lock_stock(conn, list(units))
+    await conn.execute(UNRESERVE_UNITS, list(units), list(units.values()))
 
 
 async def restock(conn: Conn, sku: str, quantity: int, threshold: int) -> StockLevel:
@@ -163,24 +138,52 @@ async def count_stock(conn: Conn, *, below_threshold: bool) -> int:
     return total
 
 
-async def lock_reservation(conn: Conn, order_id: uuid.UUID) -> Reservation | None:
-    row = await conn.fetchrow(LOCK_RESERVATION, order_id)
-    return _reservation(row) if row else None
+async def lock_reservations(
+    conn: Conn, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Reservation]:
+    """Lock these orders' reservations (those that exist) in order-id order."""
+    rows = await conn.fetch(LOCK_RESERVATIONS, sorted(set(order_ids)))
+    return {row["order_id"]: _reservation(row) for row in rows}
 
 
-async def insert_reservation(
-    conn: Conn, order_id: uuid.UUID, lines: Sequence[StockLine], ttl: timedelta
-) -> datetime:
-    """Record a RESERVED reservation expiring ttl from now (database time); return its expiry."""
-    payload = orjson.dumps([line.model_dump(mode="json") for line in lines]).decode()
-    expires_at: datetime = await conn.fetchval(
-        INSERT_RESERVATION, order_id, payload, ttl.total_seconds()
+async def lock_stock_at(
+    conn: Conn, skus: Sequence[str]
+) -> tuple[dict[str, StockLevel], datetime | None]:
+    """Lock these SKUs' stock rows in sorted order; also the transaction's time (None when no
+    row was found)."""
+    rows = await conn.fetch(LOCK_STOCK_AT, sorted(set(skus)))
+    return {row["sku"]: _level(row) for row in rows}, (rows[0]["db_now"] if rows else None)
+
+
+async def save_batch(
+    conn: Conn,
+    *,
+    new_stock: Sequence[StockLevel],
+    changed_stock: Sequence[StockLevel],
+    new_reservations: Sequence[Reservation],
+    statuses: Mapping[uuid.UUID, ReservationStatus],
+) -> None:
+    """Write what a batch changed (see SAVE_BATCH)."""
+    await conn.execute(
+        SAVE_BATCH,
+        [x.sku for x in new_stock],
+        [x.on_hand for x in new_stock],
+        [x.reserved for x in new_stock],
+        [x.low_stock_threshold for x in new_stock],
+        [x.sku for x in changed_stock],
+        [x.on_hand for x in changed_stock],
+        [x.reserved for x in changed_stock],
+        [r.order_id for r in new_reservations],
+        [r.status.value for r in new_reservations],
+        [_lines_json(r.lines) for r in new_reservations],
+        [r.expires_at for r in new_reservations],
+        list(statuses),
+        [status.value for status in statuses.values()],
     )
-    return expires_at
 
 
-async def set_status(conn: Conn, order_id: uuid.UUID, status: ReservationStatus) -> None:
-    await conn.execute(SET_STATUS, order_id, status.value)
+def _lines_json(lines: Sequence[StockLine]) -> str:
+    return orjson.dumps([line.model_dump(mode="json") for line in lines]).decode()
 
 
 async def lock_due_reservations(conn: Conn, limit: int) -> list[Reservation]:

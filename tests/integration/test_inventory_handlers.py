@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -76,24 +77,37 @@ def reserve(*pairs: tuple[str, int], order_id: uuid.UUID | None = None) -> Reser
     return ReserveStock(order_id=order_id or uuid.uuid4(), lines=lines(*pairs))
 
 
+RECORD = ConsumerRecord(
+    topic="inventory.commands",
+    partition=0,
+    offset=0,
+    timestamp=0,
+    timestamp_type=0,
+    key=None,
+    value=None,
+    checksum=None,
+    serialized_key_size=0,
+    serialized_value_size=0,
+    headers=(),
+)
+
+
 async def handle(pool: asyncpg.Pool, command: Command) -> list[Message]:
     """Apply one command in its own transaction, as the consumer applies a batch of one."""
-    record = ConsumerRecord(
-        topic=command.topic,
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=None,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=0,
-        headers=(),
-    )
+    return await handle_batch(pool, [command])
+
+
+async def handle_batch(pool: asyncpg.Pool, commands: Sequence[Command]) -> list[Message]:
+    """Apply commands in one transaction, as the consumer applies a batch: one unit of work,
+    every handler, one flush."""
     async with pool.acquire() as conn, conn.transaction():
-        ctx = HandlerContext(conn, wrap(command, producer="test"), record)
-        return list(await BOUND[type(command)](command, ctx) or ())
+        unit = await handlers.StockUnit.for_commands(conn, commands)
+        out: list[Message] = []
+        for command in commands:
+            ctx = HandlerContext(conn, wrap(command, producer="test"), RECORD, unit)
+            out += await BOUND[type(command)](command, ctx) or ()
+        await unit.flush()
+    return out
 
 
 async def stocked(pool: asyncpg.Pool, on_hand: int, name: str = "sku") -> str:
@@ -253,6 +267,102 @@ async def test_concurrent_orders_naming_skus_in_opposite_orders_neither_deadlock
 
 
 # --- commit, release, restock an order -----------------------------------------------------------
+
+
+async def test_a_batch_of_commands_ends_where_the_same_commands_one_by_one_end(
+    pool: asyncpg.Pool,
+) -> None:
+    def script(fresh: str, known: str) -> tuple[list[Command], list[uuid.UUID]]:
+        """A new SKU restocked and drawn on, competing orders, a sale, a release that frees
+        units for a later order, a sale put back and a repeated reserve, all in one batch."""
+        o = [uuid.uuid4() for _ in range(4)]
+        return [
+            Restock(sku=fresh, quantity=5),
+            reserve((fresh, 3), (known, 2), order_id=o[0]),
+            reserve((fresh, 3), order_id=o[1]),  # 2 left: rejected
+            reserve((known, 1), order_id=o[2]),
+            CommitReservation(order_id=o[0]),
+            ReleaseReservation(order_id=o[2], reason="declined"),
+            reserve((known, 2), order_id=o[3]),  # only there because o[2] let go
+            RestockOrder(order_id=o[0], reason="refunded"),
+            reserve((fresh, 3), (known, 2), order_id=o[0]),  # repeated: answered, not reserved
+        ], o
+
+    def shape(messages: list[Message], ids: list[uuid.UUID], skus: dict[str, str]) -> list[Any]:
+        """Each message as its type and fields, orders by position and SKUs by role (the two
+        runs use their own)."""
+        out = []
+        for m in messages:
+            fields = m.model_dump(mode="json", exclude={"expires_at"})
+            if "order_id" in fields:
+                fields["order_id"] = ids.index(m.order_id)  # type: ignore[attr-defined]
+            text = orjson.dumps(fields).decode()
+            for sku, role in skus.items():
+                text = text.replace(sku, role)
+            out.append((type(m).__name__, text))
+        return out
+
+    results = []
+    for batched in (True, False):
+        fresh, known = new_sku("fresh"), await stocked(pool, 4, "known")
+        commands, ids = script(fresh, known)
+        if batched:
+            out = await handle_batch(pool, commands)
+        else:
+            out = [m for c in commands for m in await handle(pool, c)]
+        rendered = shape(out, ids, {fresh: "FRESH", known: "KNOWN"})
+        statuses = [await status_of(pool, i) for i in ids]
+        results.append(
+            (rendered, statuses, await stock_of(pool, fresh), await stock_of(pool, known))
+        )
+    assert results[0] == results[1]
+    rendered, statuses, fresh_stock, known_stock = results[0]
+    assert [kind for kind, _ in rendered] == [
+        "StockLevelChanged",
+        "StockReserved",
+        "LowStockDetected",  # FRESH: 2 of 5 left
+        "LowStockDetected",  # KNOWN: 2 of 4 left
+        "StockRejected",
+        "StockReserved",
+        "ReservationCommitted",
+        "ReservationReleased",
+        "StockReserved",
+        "OrderRestocked",
+        "OrderRestocked",  # the repeated reserve: where the reservation stands, no lines
+    ]
+    assert statuses == ["RESTOCKED", None, "RELEASED", "RESERVED"]
+    assert fresh_stock == (5, 0)
+    assert known_stock == (4, 2)
+
+
+async def test_one_batch_of_fifteen_orders_for_ten_units_reserves_exactly_ten(
+    pool: asyncpg.Pool,
+) -> None:
+    sku = await stocked(pool, 10)
+    out = await handle_batch(pool, [reserve((sku, 1)) for _ in range(15)])
+    kinds = [type(m) for m in out if not isinstance(m, LowStockDetected)]
+    assert (kinds.count(StockReserved), kinds.count(StockRejected)) == (10, 5)
+    assert await stock_of(pool, sku) == (10, 10)
+
+
+async def test_concurrent_batches_over_the_same_skus_neither_deadlock_nor_oversell(
+    pool: asyncpg.Pool,
+) -> None:
+    skus = [await stocked(pool, 25, f"b{i}") for i in range(3)]
+    batches = [
+        [reserve(*((s, 1) for s in (skus if (b + i) % 2 else skus[::-1]))) for i in range(5)]
+        for b in range(12)
+    ]
+
+    replies = await asyncio.gather(*(handle_batch(pool, batch) for batch in batches))
+
+    commands = [c for batch in batches for c in batch]
+    answers = [m for out in replies for m in out if not isinstance(m, LowStockDetected)]
+    won = {m.order_id for m in answers if isinstance(m, StockReserved)}
+    assert len(answers) == len(commands)
+    assert len(won) == 25
+    for sku in skus:
+        assert await stock_of(pool, sku) == (25, 25)
 
 
 async def test_commit_sells_the_reserved_units_once(pool: asyncpg.Pool) -> None:
