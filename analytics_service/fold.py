@@ -11,7 +11,7 @@ then kept up to date record by record.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -55,6 +55,70 @@ def table_digest(table: Mapping[str, Any]) -> dict[str, Any]:
         data = orjson.dumps([key, value], option=orjson.OPT_SORT_KEYS)
         acc ^= int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
     return {"entries": entries, "digest": f"{acc:032x}"}
+
+
+_DELETED = object()
+
+
+class WriteBehind(MutableMapping[str, Any]):
+    """A table whose writes wait in memory until `flush`, which writes each changed key once.
+
+    Over a faust table every write is a changelog record; a batch of events updates the same
+    keys again and again (a partition's watermark on every event, an order's facts on each of
+    its events), and only the last value of each needs to reach the changelog. Reads see the
+    pending writes."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._pending: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._pending.get(key, self)
+        if value is self:
+            return self.table[key]
+        if value is _DELETED:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._pending.get(key, self)
+        if value is self:
+            return self.table.get(key, default)
+        return default if value is _DELETED else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._pending[key] = _DELETED
+
+    def __contains__(self, key: object) -> bool:
+        value = self._pending.get(key, self)  # type: ignore[call-overload]
+        return key in self.table if value is self else value is not _DELETED
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.table:
+            if self._pending.get(key) is not _DELETED:
+                yield key
+        for key, value in self._pending.items():
+            if value is not _DELETED and key not in self.table:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self) if self._pending else len(self.table)
+
+    def flush(self) -> int:
+        """Write the pending changes to the table; how many keys were written."""
+        pending, self._pending = self._pending, {}
+        for key, value in pending.items():
+            if value is _DELETED:
+                if key in self.table:
+                    del self.table[key]
+            else:
+                self.table[key] = value
+        return len(pending)
 
 
 class Fold:

@@ -21,6 +21,10 @@ class Settings(ServiceSettings):
     retention_h: int = Field(default=25, ge=1, description="How long per-minute windows are kept.")
     push_interval_ms: int = Field(default=500, ge=50, description="Dashboard update cadence.")
     commit_interval_s: float = Field(default=1.0, gt=0)
+    fold_batch_max: int = Field(default=1000, ge=1, description="Events folded per batch, at most.")
+    fold_batch_ms: int = Field(
+        default=50, ge=1, description="How long a batch waits for more events (freshness cost)."
+    )
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="How soon a crashed worker's partitions are taken over."
     )

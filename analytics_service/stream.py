@@ -16,7 +16,7 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from analytics_service.domain import Aggregates
-from analytics_service.fold import SOURCE_TOPICS, TABLES, Fold, changelog_topic
+from analytics_service.fold import SOURCE_TOPICS, TABLES, Fold, WriteBehind, changelog_topic
 from analytics_service.settings import Settings
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
@@ -28,6 +28,9 @@ log = get_logger(__name__)
 EVENTS = Counter("analytics_events_total", "Events folded into the analytics.", ["type"])
 LATE = Counter("analytics_late_events_total", "Events past the grace period (totals only).")
 UNDECODABLE = Counter("analytics_undecodable_total", "Records that are not valid envelopes.")
+CHANGELOG_WRITES = Counter(
+    "analytics_changelog_writes_total", "Table keys written (one changelog record each)."
+)
 RECOVERED = Gauge("analytics_orders_in_table", "Orders known to the analytics tables.")
 
 __all__ = ["SOURCE_TOPICS", "TABLES", "AnalyticsStream"]
@@ -77,16 +80,23 @@ class AnalyticsStream:
             "use_partitioner": True,
         }
         tables = {name: app.Table(name, **table_options) for name in TABLES}
+        behind = {name: WriteBehind(table) for name, table in tables.items()}
         aggregates = self.fold.aggregates
-        self.fold = Fold(s.grace_s * 1000, tables)
+        self.fold = Fold(s.grace_s * 1000, behind)
         self.fold.aggregates = aggregates
         tables["orders"].on_recover(self._on_recovered)
         source = app.topic(*SOURCE_TOPICS, key_serializer="raw", value_serializer="raw")
 
+        # Events are folded in batches (up to fold_batch_max, or what came within fold_batch_ms):
+        # each table key a batch changed is written once, one changelog record instead of one
+        # per event. The batch is acknowledged after its writes.
         async def fold(stream: Any) -> None:
-            async for event in stream.events():
-                m = event.message
-                self.apply(m.topic, m.partition, m.offset, event.value)
+            async for events in stream.take_events(s.fold_batch_max, s.fold_batch_ms / 1000):
+                for event in events:
+                    m = event.message
+                    self.apply(m.topic, m.partition, m.offset, event.value)
+                written = sum(table.flush() for table in behind.values())
+                CHANGELOG_WRITES.inc(written)
 
         app.agent(source, name="analytics-fold")(fold)
         self.app = app
