@@ -38,8 +38,10 @@ from bench.loadgen import (
     Sent,
     StepResult,
     TerminalTracker,
+    http_client,
     open_loop,
     order_body,
+    poster,
 )
 from bench.memory import MemorySampler
 from bench.monolith import prepare
@@ -148,8 +150,7 @@ async def drive(
     customers = Customers()
     steps: list[dict[str, Any]] = []
     everything: list[Sent] = []
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+    async with http_client(in_flight=256) as client:
         rate_list = list(rates)
         i = 0
         while i < len(rate_list):
@@ -157,8 +158,7 @@ async def drive(
             cpu_before = cpu_seconds(groups)
             started = time.time()
             step = await open_loop(
-                client,
-                url,
+                poster(client, [url]),
                 rate,
                 seconds,
                 lambda: order_body(rnd, skus, weights, customers),

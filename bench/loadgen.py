@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -78,9 +80,37 @@ def order_body(
     return body, customers.pick(rnd)
 
 
+# POST one order: its body and headers in, the answer's status and body out.
+Post = Callable[[dict[str, object], dict[str, str]], Awaitable[tuple[int, bytes]]]
+
+
+def http_client(in_flight: int = 256, timeout_s: float = 30.0) -> aiohttp.ClientSession:
+    """The load generator's HTTP client: aiohttp, whose per-request CPU is a fraction of
+    httpx's; past the platform's knee, with every connection busy, httpx's pool (which scans
+    its connections on every event) cost the load generator more CPU than some services."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=in_flight, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )
+
+
+def poster(session: aiohttp.ClientSession, urls: Sequence[str]) -> Post:
+    """POST JSON to each of `urls` in turn (one client over several replicas)."""
+    next_url = itertools.cycle(urls).__next__
+
+    async def post(body: dict[str, object], headers: dict[str, str]) -> tuple[int, bytes]:
+        async with session.post(
+            next_url(),
+            data=orjson.dumps(body),
+            headers={**headers, "content-type": "application/json"},
+        ) as r:
+            return r.status, await r.read()
+
+    return post
+
+
 async def open_loop(
-    client: httpx.AsyncClient,
-    url: str,
+    post: Post,
     rate: float,
     seconds: float,
     make_body: Callable[[], OrderRequest],
@@ -92,9 +122,7 @@ async def open_loop(
     """POST at `rate` per second for `seconds`; each request is its own task.
 
     At most `in_flight` requests are on the wire (the client's connections); the others wait
-    their turn here, their time counted from when they were due. Left to queue inside httpx's
-    pool instead, thousands of them cost the pool a scan of them all on every event, and past
-    the platform's knee the load generator spent its CPU on that rather than on sending.
+    their turn here, their time counted from when they were due.
     """
     result = StepResult(rate, seconds)
     tasks: list[asyncio.Task[None]] = []
@@ -105,14 +133,14 @@ async def open_loop(
         body, headers = request
         try:
             async with gate:
-                r = await client.post(url, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+                status, content = await post(body, headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             sent.error = type(exc).__name__
             return
-        sent.status = r.status_code
+        sent.status = status
         sent.accepted_at = time.time()
-        if r.status_code == accepted_status or r.status_code == 200:
-            data = r.json()
+        if status == accepted_status or status == 200:
+            data = orjson.loads(content)
             sent.order_id = data.get("order_id")
             if data.get("status") in ("CONFIRMED", "REJECTED", "CANCELLED"):
                 sent.outcome = data["status"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -24,42 +23,20 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 
 from bench.__main__ import RESULTS, STOCK, cpu_seconds, summarize, wait_http
-from bench.loadgen import Customers, TerminalTracker, open_loop, order_body
+from bench.loadgen import Customers, TerminalTracker, http_client, open_loop, order_body, poster
 from deploy.local.services import SERVICES, ServiceSupervisor
 from deploy.local.stack import LocalStack
 from deploy.seed import demo_catalog, initial_stock, seed_platform
 
 SERVICE_NAMES = [s.package for s in SERVICES]
-
-
-class RoundRobin(httpx.AsyncBaseTransport):
-    """Sends each request to the next of the given ports: one HTTP client over N replicas."""
-
-    def __init__(
-        self,
-        ports: Sequence[int],
-        limits: httpx.Limits,
-        inner: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport(limits=limits)
-        self._ports = itertools.cycle(ports)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        request.url = request.url.copy_with(port=next(self._ports))
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 @dataclass
@@ -96,17 +73,13 @@ class Bench:
         rnd = random.Random(seed)
         weights = [1 / (i + 1) ** 0.6 for i in range(len(self.skus))]
         customers = Customers()
-        # Fewer connections than bench/__main__'s 256: httpx scans its pool per queued request,
-        # and past saturation that scan starved the load generator of CPU on a busy machine.
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        transport = RoundRobin(self.order_ports(), limits)
         groups = self.processes()
-        async with httpx.AsyncClient(timeout=30.0, transport=transport) as client:
+        urls = [f"http://127.0.0.1:{port}/orders" for port in self.order_ports()]
+        async with http_client(in_flight=64) as client:
             cpu_before, machine_before = cpu_seconds(groups), psutil.cpu_times()
             started = time.time()
             result = await open_loop(
-                client,
-                f"{self.sup.url('order')}/orders",
+                poster(client, urls),
                 rate,
                 seconds,
                 lambda: order_body(rnd, self.skus, weights, customers),
