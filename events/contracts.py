@@ -8,6 +8,7 @@ travel, never card numbers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -63,6 +64,12 @@ class _OrderMessage:
 
     def partition_key(self) -> str:
         return str(self.order_id)
+
+
+def order_ids(messages: Iterable[object]) -> list[uuid.UUID]:
+    """The orders that the saga messages among `messages` name, each once, sorted: the order in
+    which a batch's unit of work locks them."""
+    return sorted({m.order_id for m in messages if isinstance(m, _OrderMessage)})
 
 
 class _SkuMessage:

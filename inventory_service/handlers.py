@@ -33,6 +33,7 @@ from events.contracts import (
     StockLine,
     StockRejected,
     StockReserved,
+    order_ids,
 )
 from events.kit import outbox
 from events.kit.db import Conn
@@ -71,10 +72,7 @@ class StockUnit:
     @classmethod
     async def for_commands(cls, conn: Conn, commands: Sequence[Message]) -> StockUnit:
         """Lock the reservations of the orders named, then every SKU they or the commands touch."""
-        order_ids = [
-            i for c in commands if isinstance(i := getattr(c, "order_id", None), uuid.UUID)
-        ]
-        reservations = await repository.lock_reservations(conn, order_ids)
+        reservations = await repository.lock_reservations(conn, order_ids(commands))
         skus = {line.sku for r in reservations.values() for line in r.lines}
         for c in commands:
             if isinstance(c, ReserveStock):

@@ -30,6 +30,7 @@ from events.contracts import (
     StockLine,
     StockRejected,
     StockReserved,
+    order_ids,
 )
 from events.kit.db import Conn
 from events.kit.inbox import HandlerContext, Handlers
@@ -75,8 +76,7 @@ class SagaUnit:
     @classmethod
     async def for_replies(cls, conn: Conn, messages: Sequence[Message]) -> SagaUnit:
         """The unit of a batch of saga replies: every order they name, locked."""
-        ids = [i for m in messages if isinstance(i := getattr(m, "order_id", None), uuid.UUID)]
-        return await cls.lock(conn, ids)
+        return await cls.lock(conn, order_ids(messages))
 
     def apply(self, before: Order, decision: Decision) -> list[Message]:
         """Take what the domain decided; the messages to send."""

@@ -14,7 +14,7 @@ from events.messages import Message
 from events.topics import PAYMENT_COMMANDS
 from payment_service import api
 from payment_service.gateway import PaymentGateway, RetryPolicy, SimulatedGateway
-from payment_service.handlers import HANDLERS, Deps, PaymentHandler
+from payment_service.handlers import HANDLERS, Deps, PaymentHandler, PaymentUnit
 from payment_service.settings import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -53,7 +53,14 @@ def build(settings: Settings, gateway: PaymentGateway | None = None) -> ServiceR
         settings,
         registry=REGISTRY,
         migrations=MIGRATIONS,
-        consumers=[ConsumerSpec(name="payment", topics=[PAYMENT_COMMANDS], handlers=bind(deps))],
+        consumers=[
+            ConsumerSpec(
+                name="payment",
+                topics=[PAYMENT_COMMANDS],
+                handlers=bind(deps),
+                unit=PaymentUnit.for_commands,
+            )
+        ],
         app=app,
     )
     app.state.runtime = runtime

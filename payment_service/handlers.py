@@ -1,9 +1,11 @@
 """One handler per payment command; each runs inside the consumer batch's transaction.
 
-Every handler locks the order, then looks its idempotency key up in the ledger: a key already
-recorded is answered with its recorded outcome and the gateway is not called. Otherwise the gateway
-is called with the same key, so a crash after the gateway acted but before our commit is covered
-by the gateway's own idempotency when the command is redelivered.
+A transaction's PaymentUnit (`ctx.unit`) locks its orders and reads their payments and the
+movements already recorded under the commands' idempotency keys in two round trips, and writes
+what the handlers record in one. Every handler looks its idempotency key up there first: a key
+already recorded is answered with its recorded outcome and the gateway is not called. Otherwise
+the gateway is called with the same key, so a crash after the gateway acted but before our commit
+is covered by the gateway's own idempotency when the command is redelivered.
 
 When the gateway keeps failing (transient errors past the retries, or a timeout):
 - AuthorizePayment answers PaymentDeclined (code gateway_error or gateway_timeout), recorded, so the
@@ -22,16 +24,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from events.contracts import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from events.contracts import (
+    AuthorizePayment,
+    CapturePayment,
+    RefundPayment,
+    VoidPayment,
+)
+from events.kit.db import Conn
 from events.kit.inbox import HandlerContext
 from events.kit.logging import get_logger
 from events.messages import Message
 from payment_service import domain, repository
-from payment_service.domain import MovementKind, Operation, Payment
+from payment_service.domain import Movement, MovementKind, Operation, Payment
 from payment_service.gateway import (
     GatewayError,
     GatewayResult,
@@ -43,6 +51,39 @@ from payment_service.gateway import (
 )
 
 log = get_logger(__name__)
+
+
+class PaymentUnit:
+    """The orders one transaction works on (locked), their payments, the movements recorded
+    under the commands' keys, and what the handlers record."""
+
+    def __init__(
+        self, conn: Conn, payments: dict[uuid.UUID, Payment], movements: dict[str, Movement]
+    ) -> None:
+        self.conn = conn
+        self.payments = payments
+        self.movements = movements
+        self._saved: dict[uuid.UUID, Payment] = {}
+        self._new: list[Movement] = []
+
+    @classmethod
+    async def for_commands(cls, conn: Conn, commands: Sequence[Message]) -> PaymentUnit:
+        order_ids = [
+            i for c in commands if isinstance(i := getattr(c, "order_id", None), uuid.UUID)
+        ]
+        keys = [k for c in commands if isinstance(k := getattr(c, "idempotency_key", None), str)]
+        await repository.lock_orders(conn, order_ids)
+        return cls(conn, *await repository.load_state(conn, order_ids, keys))
+
+    def record(self, payment: Payment, movement: Movement) -> None:
+        self.payments[payment.order_id] = self._saved[payment.order_id] = payment
+        self.movements[movement.idempotency_key] = movement
+        self._new.append(movement)
+
+    async def flush(self) -> None:
+        if self._new:
+            await repository.record_all(self.conn, list(self._saved.values()), self._new)
+            self._saved, self._new = {}, []
 
 
 @dataclass(frozen=True)
@@ -59,11 +100,11 @@ async def authorize_payment(
     cmd: AuthorizePayment, ctx: HandlerContext, deps: Deps
 ) -> list[Message]:
     """Authorize the order's amount on its token; one gateway authorization per idempotency key."""
-    await repository.lock_order(ctx.conn, cmd.order_id)
-    recorded = await repository.movement_by_key(ctx.conn, cmd.idempotency_key)
+    unit: PaymentUnit = ctx.unit
+    recorded = unit.movements.get(cmd.idempotency_key)
     if recorded is not None:
         return [domain.replay(recorded, Operation.AUTHORIZE, cmd.order_id)]
-    answer = domain.check_authorize(await repository.load_payment(ctx.conn, cmd.order_id), cmd)
+    answer = domain.check_authorize(unit.payments.get(cmd.order_id), cmd)
     if answer is not None:
         return [answer]
     result = await _authorize_at_gateway(cmd, deps)
@@ -71,7 +112,7 @@ async def authorize_payment(
         payment, movement = domain.authorized(cmd, result.reference or "")
     else:
         payment, movement = domain.declined(cmd, result.code or "declined")
-    await repository.record(ctx.conn, payment, movement)
+    unit.record(payment, movement)
     log.info(
         "payment authorized" if result.approved else "payment declined",
         order_id=str(cmd.order_id),
@@ -143,11 +184,11 @@ async def _settle(
     call: Callable[[str], Awaitable[GatewayResult]],
 ) -> list[Message]:
     """Capture, void and refund share one shape: replay, check, call the gateway, record."""
-    await repository.lock_order(ctx.conn, order_id)
-    recorded = await repository.movement_by_key(ctx.conn, key)
+    unit: PaymentUnit = ctx.unit
+    recorded = unit.movements.get(key)
     if recorded is not None:
         return [domain.replay(recorded, op, order_id)]
-    payment = await repository.load_payment(ctx.conn, order_id)
+    payment = unit.payments.get(order_id)
     answer = check(payment)
     if answer is not None:
         return [answer]
@@ -159,7 +200,7 @@ async def _settle(
         log.warning("gateway refused", operation=op.value, order_id=str(order_id), code=result.code)
         return [domain.failed(order_id, op, f"the gateway refused: {result.code}")]
     payment, movement = domain.moved(payment, MovementKind(op.value), key, result.reference)
-    await repository.record(ctx.conn, payment, movement)
+    unit.record(payment, movement)
     log.info("payment moved", operation=op.value, status=payment.status, order_id=str(order_id))
     return [domain.reply_for(movement)]
 

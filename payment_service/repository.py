@@ -12,33 +12,52 @@ from payment_service.domain import Movement, MovementKind, Payment, PaymentStatu
 
 # Two-key advisory locks live apart from the kit's one-key locks (outbox relay, migrations).
 LOCK_SPACE = 4004
-LOCK_ORDER = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+# Several orders at once, in the order given (sorted by the caller, so batches cannot deadlock).
+LOCK_ORDERS = """
+SELECT pg_advisory_xact_lock($1, hashtext(o)) FROM unnest($2::text[]) WITH ORDINALITY AS t(o, n)
+ORDER BY n
+"""
+# What a batch's handlers need, read after the locks in one round trip: the orders' payments, and
+# the movements already recorded under the commands' idempotency keys.
+SELECT_STATE = """
+SELECT 'payment' AS what, order_id, payment_id, status, amount, currency, token_hint,
+    gateway_reference, NULL AS kind, NULL AS idempotency_key, NULL AS code
+FROM payments WHERE order_id = ANY($1::uuid[])
+UNION ALL
+SELECT 'movement', order_id, payment_id, NULL, amount, currency, NULL, gateway_reference, kind,
+    idempotency_key, code
+FROM ledger WHERE idempotency_key = ANY($2::text[])
+"""
+# What a batch recorded: each payment's new state and the movements, in one statement.
+SAVE_RECORDS = """
+WITH saved AS (
+    INSERT INTO payments
+        (order_id, payment_id, status, amount, currency, token_hint, gateway_reference, updated_at)
+    SELECT p.*, now()
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+        $7::text[]) AS p
+    ON CONFLICT (order_id) DO UPDATE SET
+        payment_id = EXCLUDED.payment_id,
+        status = EXCLUDED.status,
+        amount = EXCLUDED.amount,
+        currency = EXCLUDED.currency,
+        token_hint = EXCLUDED.token_hint,
+        gateway_reference = EXCLUDED.gateway_reference,
+        updated_at = now()
+)
+INSERT INTO ledger
+    (order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code)
+SELECT m.order_id, m.payment_id, m.kind, m.amount, m.currency, m.idempotency_key,
+    m.gateway_reference, m.code
+FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::bigint[], $12::text[], $13::text[],
+    $14::text[], $15::text[]) WITH ORDINALITY
+    AS m(order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code, n)
+ORDER BY m.n
+"""
 
 SELECT_PAYMENT = """
 SELECT order_id, payment_id, status, amount, currency, token_hint, gateway_reference, updated_at
 FROM payments WHERE order_id = $1
-"""
-UPSERT_PAYMENT = """
-INSERT INTO payments
-    (order_id, payment_id, status, amount, currency, token_hint, gateway_reference, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-ON CONFLICT (order_id) DO UPDATE SET
-    payment_id = EXCLUDED.payment_id,
-    status = EXCLUDED.status,
-    amount = EXCLUDED.amount,
-    currency = EXCLUDED.currency,
-    token_hint = EXCLUDED.token_hint,
-    gateway_reference = EXCLUDED.gateway_reference,
-    updated_at = now()
-"""
-SELECT_MOVEMENT_BY_KEY = """
-SELECT order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code
-FROM ledger WHERE idempotency_key = $1
-"""
-INSERT_MOVEMENT = """
-INSERT INTO ledger
-    (order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 SELECT_LEDGER = """
 SELECT id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code, created_at
@@ -46,15 +65,7 @@ FROM ledger WHERE order_id = $1 ORDER BY id
 """
 
 
-async def lock_order(conn: Conn, order_id: uuid.UUID) -> None:
-    """Serialise the commands of one order until the transaction ends, even across a rebalance."""
-    await conn.execute(LOCK_ORDER, LOCK_SPACE, str(order_id))
-
-
-async def load_payment(conn: Conn, order_id: uuid.UUID) -> Payment | None:
-    row = await conn.fetchrow(SELECT_PAYMENT, order_id)
-    if row is None:
-        return None
+def _payment(row: asyncpg.Record) -> Payment:
     return Payment(
         order_id=row["order_id"],
         payment_id=row["payment_id"],
@@ -65,33 +76,45 @@ async def load_payment(conn: Conn, order_id: uuid.UUID) -> Payment | None:
     )
 
 
-async def movement_by_key(conn: Conn, idempotency_key: str) -> Movement | None:
-    row = await conn.fetchrow(SELECT_MOVEMENT_BY_KEY, idempotency_key)
-    return None if row is None else _movement(row)
+async def lock_orders(conn: Conn, order_ids: list[uuid.UUID]) -> None:
+    """Serialise the commands of these orders until the transaction ends, even across a
+    rebalance; locked in the order given (sorted by the caller)."""
+    await conn.execute(LOCK_ORDERS, LOCK_SPACE, [str(o) for o in order_ids])
 
 
-async def record(conn: Conn, payment: Payment, movement: Movement) -> None:
-    """Save the payment's new state and the movement that led to it (same transaction)."""
+async def load_state(
+    conn: Conn, order_ids: list[uuid.UUID], keys: list[str]
+) -> tuple[dict[uuid.UUID, Payment], dict[str, Movement]]:
+    """The payments of these orders and the movements recorded under these keys."""
+    payments: dict[uuid.UUID, Payment] = {}
+    movements: dict[str, Movement] = {}
+    for row in await conn.fetch(SELECT_STATE, order_ids, keys):
+        if row["what"] == "payment":
+            payments[row["order_id"]] = _payment(row)
+        else:
+            movements[row["idempotency_key"]] = _movement(row)
+    return payments, movements
+
+
+async def record_all(conn: Conn, payments: list[Payment], movements: list[Movement]) -> None:
+    """record() for a batch: the payments' new states and the movements, in one statement."""
     await conn.execute(
-        UPSERT_PAYMENT,
-        payment.order_id,
-        payment.payment_id,
-        payment.status.value,
-        payment.amount.amount,
-        payment.amount.currency,
-        payment.token_hint,
-        payment.authorization,
-    )
-    await conn.execute(
-        INSERT_MOVEMENT,
-        movement.order_id,
-        movement.payment_id,
-        movement.kind.value,
-        movement.amount.amount,
-        movement.amount.currency,
-        movement.idempotency_key,
-        movement.gateway_reference,
-        movement.code,
+        SAVE_RECORDS,
+        [p.order_id for p in payments],
+        [p.payment_id for p in payments],
+        [p.status.value for p in payments],
+        [p.amount.amount for p in payments],
+        [p.amount.currency for p in payments],
+        [p.token_hint for p in payments],
+        [p.authorization for p in payments],
+        [m.order_id for m in movements],
+        [m.payment_id for m in movements],
+        [m.kind.value for m in movements],
+        [m.amount.amount for m in movements],
+        [m.amount.currency for m in movements],
+        [m.idempotency_key for m in movements],
+        [m.gateway_reference for m in movements],
+        [m.code for m in movements],
     )
 
 

@@ -38,12 +38,13 @@ from events.messages import Message, Money
 from payment_service.api import router
 from payment_service.app import MIGRATIONS
 from payment_service.gateway import GatewayResult, GatewayUnavailable, RetryPolicy, SimulatedGateway
-from payment_service.handlers import HANDLERS, Deps
+from payment_service.handlers import HANDLERS, Deps, PaymentUnit
 from tests.integration.platform_support import admin_headers, wait_until
 
 pytestmark = pytest.mark.integration
 
 USD_10 = Money(amount=1000, currency="USD")
+RECORD = ConsumerRecord("payment.commands", 0, 0, 0, 0, None, b"", None, 0, 0, [])
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_ms=1)
 
 
@@ -109,10 +110,12 @@ class Payments:
         replies: Sequence[Message] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                ctx = HandlerContext(conn, envelope, record)
+                unit = await PaymentUnit.for_commands(conn, [cmd])
+                ctx = HandlerContext(conn, envelope, record, unit)
                 replies = await handler(
                     cmd, ctx, Deps(self.gateway, FAST_RETRY, settle_for_s=settle_for_s)
                 )
+                await unit.flush()
                 if crash_before_commit:
                     raise Crash
         except Crash:
@@ -367,6 +370,60 @@ async def test_a_settlement_the_gateway_never_answers_is_given_up_after_settle_f
     assert 0.3 < time.monotonic() - started < 10
     assert payments.gateway.calls["capture"] > 3
     assert await payments.status() == "AUTHORIZED"
+
+
+async def test_a_batch_of_several_orders_commands_ends_where_they_end_one_by_one(
+    pool: asyncpg.Pool, gateway: SimulatedGateway
+) -> None:
+    """Each order's whole saga in one unit of work (its later commands read what its earlier ones
+    recorded, in memory), against the same commands in a transaction each."""
+
+    def commands(orders: list[Payments]) -> list[Message]:
+        happy, declined, voided = orders
+        return [
+            happy.authorize(),
+            declined.authorize("tok_decline"),
+            voided.authorize(),
+            happy.capture(),
+            voided.void(),
+            happy.refund(),
+            happy.capture(),  # repeated: answered from the ledger
+        ]
+
+    deps = Deps(gateway, FAST_RETRY)
+    runs = []
+    for batched in (True, False):
+        orders = [Payments(pool, gateway) for _ in range(3)]
+        replies: list[Message] = []
+        groups = [commands(orders)] if batched else [[c] for c in commands(orders)]
+        for group in groups:
+            async with pool.acquire() as conn, conn.transaction():
+                unit = await PaymentUnit.for_commands(conn, group)
+                for cmd in group:
+                    ctx = HandlerContext(conn, wrap(cmd, producer="test"), RECORD, unit)
+                    replies += await HANDLERS[type(cmd)](cmd, ctx, deps)
+                await unit.flush()
+        ids = [o.order_id for o in orders]
+        runs.append(
+            (
+                [(type(r).__name__, ids.index(r.order_id)) for r in replies],  # type: ignore[attr-defined]
+                [await o.status() for o in orders],
+                [[(kind, amount) for kind, amount, _ in await o.ledger()] for o in orders],
+            )
+        )
+    assert runs[0] == runs[1]
+    kinds, statuses, ledgers = runs[0]
+    assert [k for k, _ in kinds] == [
+        "PaymentAuthorized",
+        "PaymentDeclined",
+        "PaymentAuthorized",
+        "PaymentCaptured",
+        "PaymentVoided",
+        "PaymentRefunded",
+        "PaymentCaptured",
+    ]
+    assert statuses == ["REFUNDED", "DECLINED", "VOIDED"]
+    assert ledgers[0] == [("authorize", 1000), ("capture", 1000), ("refund", 1000)]
 
 
 async def test_only_a_hint_of_the_token_is_stored(payments: Payments) -> None:
