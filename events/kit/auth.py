@@ -111,6 +111,24 @@ def mint_token(
     return jwt.encode(claims, key, algorithm=ALGORITHMS[0])
 
 
+class _SweptMemoryStorage(MemoryStorage):
+    """limits' in-memory storage with its sweep of expired keys run at most once a second.
+
+    The library starts a sweep of every key after each hit whenever the last sweep has ended,
+    so with thousands of clients each request paid for a scan of all their keys (12.5 % of the
+    order service's CPU at 130 requests/s from 2,000 clients). A read drops an expired key by
+    itself; the sweep only frees memory, which once a second does as well."""
+
+    SWEEP_INTERVAL_S = 1.0
+    _last_sweep = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # the base class's private hook
+        now = time.monotonic()
+        if now - self._last_sweep >= self.SWEEP_INTERVAL_S:
+            self._last_sweep = now
+            await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
 class RateLimit:
     """Per-client sliding windows, e.g. "50/second;1000/minute"; one instance per process.
 
@@ -122,7 +140,7 @@ class RateLimit:
 
     def __init__(self, spec: str) -> None:
         self.items = parse_many(spec) if spec.strip() else []
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(_SweptMemoryStorage())
 
     async def retry_after(self, client: str) -> int | None:
         """None when the request may go ahead (and it is counted), else the seconds to wait."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
+from limits.aio.storage import MemoryStorage
 from pydantic import ValidationError
 
 from events.kit import auth
@@ -138,3 +140,41 @@ async def test_a_client_past_its_rate_limit_gets_429_with_retry_after_and_others
         assert all([(await c.get("/health/live")).status_code == 200 for _ in range(10)])
         anonymous = [(await c.get("/public")).status_code for _ in range(6)]
         assert anonymous == [200] * 5 + [429]
+
+
+async def test_the_rate_limiter_sweeps_expired_keys_at_most_once_a_second_and_still_forgets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sweeps = 0
+    sweep = MemoryStorage._MemoryStorage__expire_events  # type: ignore[attr-defined]
+
+    async def counted(self: MemoryStorage) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        await sweep(self)
+
+    monkeypatch.setattr(MemoryStorage, "_MemoryStorage__expire_events", counted)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    limit = auth.RateLimit("3/second")
+    # 400 clients, the loop running between their requests as a server's does: one sweep, not
+    # one per hit
+    for i in range(400):
+        assert await limit.retry_after(f"c{i}") is None
+        await asyncio.sleep(0)
+    assert sweeps == 1
+    clock[0] += 1.5
+    assert await limit.retry_after("c0") is None
+    await asyncio.sleep(0)
+    assert sweeps == 2
+    # a client past its limit is held back, and let through again once its window has passed
+    for _ in range(2):
+        await limit.retry_after("busy")
+    assert await limit.retry_after("busy") is None
+    assert await limit.retry_after("busy") is not None
+    storage = limit._limiter.storage
+    assert isinstance(storage, MemoryStorage)
+    assert len(storage.expirations) > 0
+    for key in list(storage.expirations):
+        storage.expirations[key] = 0.0  # as if their windows had long passed
+    assert await limit.retry_after("busy") is None
