@@ -16,8 +16,9 @@ class Settings(ServiceSettings):
     service_name: str = "payment"
     database_url: SecretStr = SecretStr(local_database_url("payment"))
     http_port: int = 8004
-    # Gateway calls are slow I/O: apply different orders' commands concurrently (one transaction
-    # per order), so one slow or timing-out call holds up only its own order.
+    # Gateway calls are slow I/O: the handlers of different orders run concurrently inside the
+    # batch's one transaction (the unit of work does the database I/O), so a slow or timing-out
+    # call does not hold up the calls of the orders after it.
     consumer_parallel_keys: int = Field(default=32, ge=1, le=256)
     db_pool_max: int = Field(default=16, ge=1)
 

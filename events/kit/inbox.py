@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from events.envelope import DecodeError, Envelope, Header, decode, wrap
+from events.envelope import DecodeError, Header, decode, wrap
 from events.kit import metrics, outbox
 from events.kit.db import Conn
 from events.kit.dlq import send_to_dlq
@@ -271,22 +271,35 @@ class InboxConsumer:
         return items
 
     async def _apply(self, items: list[_Item]) -> None:
-        """Apply in one transaction, or (parallel_keys > 1) one transaction per record key, run
-        concurrently: a slow handler (a payment gateway call) then delays only its own key."""
-        if self._parallel_keys > 1 and len(items) > 1:
-            groups: dict[bytes | None, list[_Item]] = {}
-            for item in items:
-                groups.setdefault(item.record.key, []).append(item)
-            if len(groups) > 1:
-                gate = asyncio.Semaphore(self._parallel_keys)
+        """Apply in one transaction. With parallel_keys > 1 the handlers of different record keys
+        run concurrently, so that a slow one (a payment gateway call) delays only its own key: in
+        the one transaction when the consumer has a unit of work (its handlers do no I/O on the
+        connection; the unit does it), otherwise in a transaction per key."""
+        if self._parallel_keys > 1 and len(items) > 1 and self._unit_factory is None:
+            await self._per_key(items, self._apply_together)
+        else:
+            await self._apply_together(items)
 
-                async def one_key(group: list[_Item]) -> None:
-                    async with gate:
-                        await self._apply_together(group)
+    async def _per_key(
+        self, items: list[_Item], work: Callable[[list[_Item]], Awaitable[None]]
+    ) -> None:
+        """`work` on each record key's items, the keys concurrently (at most parallel_keys at a
+        time); every key has finished before the first failure is raised."""
+        groups: dict[bytes | None, list[_Item]] = {}
+        for item in items:
+            groups.setdefault(item.record.key, []).append(item)
+        gate = asyncio.Semaphore(self._parallel_keys)
 
-                await asyncio.gather(*(one_key(g) for g in groups.values()))
-                return
-        await self._apply_together(items)
+        async def one_key(group: list[_Item]) -> None:
+            async with gate:
+                await work(group)
+
+        results = await asyncio.gather(
+            *(one_key(g) for g in groups.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _apply_together(self, items: list[_Item]) -> None:
         try:
@@ -340,15 +353,12 @@ class InboxConsumer:
             if self._unit_factory is not None and todo:
                 # the unit's own failure is the batch's: blamed on its first record
                 unit = await _blamed(todo[0], self._unit_factory(conn, [i.message for i in todo]))
-            outgoing: list[tuple[Message, Envelope]] = []
-            for item in todo:
-                with structlog.contextvars.bound_contextvars(**_ids(item)):
-                    context = HandlerContext(conn, item.envelope, item.record, unit)
-                    emitted = await _blamed(item, item.handler(item.message, context))
-                for message in emitted or ():
-                    outgoing.append(
-                        (message, wrap(message, producer=self._service, causation=item.envelope))
-                    )
+            emitted = await self._handle(conn, todo, unit)
+            outgoing = [
+                (message, wrap(message, producer=self._service, causation=item.envelope))
+                for item in todo
+                for message in emitted[id(item)]
+            ]
             if unit is not None:
                 await _blamed(todo[0], unit.flush())
             await outbox.append(conn, outgoing, channel=self._channel)
@@ -359,6 +369,26 @@ class InboxConsumer:
             metrics.DUPLICATES.labels(self.name).inc(duplicates)
         for item in todo:
             metrics.APPLIED.labels(self.name, item.envelope.type).inc()
+
+    async def _handle(
+        self, conn: Conn, items: list[_Item], unit: Unit | None
+    ) -> dict[int, Sequence[Message]]:
+        """Each item's handler, in order; with a unit and parallel_keys > 1, the items of
+        different record keys concurrently (each key's in order). What each item emitted."""
+        emitted: dict[int, Sequence[Message]] = {}
+
+        async def run(group: list[_Item]) -> None:
+            for item in group:
+                with structlog.contextvars.bound_contextvars(**_ids(item)):
+                    context = HandlerContext(conn, item.envelope, item.record, unit)
+                    answer = await _blamed(item, item.handler(item.message, context))
+                emitted[id(item)] = answer or ()
+
+        if unit is not None and self._parallel_keys > 1 and len(items) > 1:
+            await self._per_key(items, run)
+        else:
+            await run(items)
+        return emitted
 
     async def _retrying_infrastructure(self, attempt: Callable[[], Awaitable[None]]) -> None:
         delay = self._backoff_s or 0.05

@@ -449,3 +449,60 @@ async def test_a_unit_of_work_gets_each_fresh_message_once_and_a_failed_flush_de
     assert units.count([13]) == 3  # the batch rolled back, then item 13 alone, three attempts
     assert [r.value for r in dead] == [encode(envelopes[13])]
     assert "cannot be flushed" in dict(dead[0].headers)["dlq.error"].decode()
+
+
+async def test_with_a_unit_and_parallel_keys_the_keys_handlers_run_concurrently_in_one_transaction(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    name = f"unit-parallel-{types.topic}"
+    units: list[_RowsUnit] = []
+    other_key_ran = asyncio.Event()
+    order_per_key: dict[str, list[int]] = {}
+
+    async def make_unit(conn: Any, messages: Any) -> _RowsUnit:
+        units.append(_RowsUnit(conn, name))
+        return units[-1]
+
+    async def handle(msg: Any, ctx: HandlerContext) -> None:
+        key = ctx.record.key.decode()
+        order_per_key.setdefault(key, []).append(msg.n)
+        if key == "waits":
+            # only returns if another key's handler runs meanwhile: they are not one after another
+            await asyncio.wait_for(other_key_ran.wait(), 10)
+        else:
+            other_key_ran.set()
+        ctx.unit.rows.append((ctx.envelope.event_id, msg.item_id, msg.n))
+
+    # (no item 13: _RowsUnit refuses it)
+    sends = [("waits", n) for n in range(3)] + [(f"k{n % 4}", 100 + n) for n in range(12)]
+    envelopes = [
+        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for _, n in sends
+    ]
+    for (key, _), env in zip(sends, envelopes, strict=True):
+        await producer.send(types.topic, encode(env), key=key.encode(), partition=0)
+    await producer.flush()
+    consumer = InboxConsumer(
+        name=name,
+        topics=[types.topic],
+        handlers={types.ItemAdded: handle},
+        registry=types.registry,
+        pool=kit_pool,
+        producer=producer,
+        bootstrap_servers=stack.kafka_bootstrap,  # type: ignore[attr-defined]
+        service="kittest",
+        unit=make_unit,
+        parallel_keys=8,
+    )
+    async with running(consumer):
+
+        async def all_applied() -> bool:
+            return consumer.stats.applied >= len(sends)
+
+        await eventually(all_applied)
+    assert consumer.stats.dead_lettered == 0
+    assert order_per_key["waits"] == [0, 1, 2]  # each key's messages in their order
+    for k in range(4):
+        assert order_per_key[f"k{k}"] == [100 + n for n in range(12) if n % 4 == k]
+    rows = await kit_pool.fetch("SELECT n FROM applied WHERE consumer = $1", name)
+    assert sorted(r["n"] for r in rows) == sorted(n for _, n in sends)
+    assert len(units) == consumer.stats.batches  # one transaction (and unit) per batch
