@@ -3,7 +3,7 @@
 These tests take minutes, so they run when asked for (`make test-cluster`, `pytest tests/cluster`,
 or SHOP_TEST_CLUSTER=1), not in a plain `pytest` / `make test`; CI runs them as a phase of their own.
 Ports: SHOP_TEST_CLUSTER_KAFKA_PORT (node i listens on it + 2(i-1), its controller next to it;
-default 19200) and SHOP_TEST_CLUSTER_PG_PORT (default 55440), apart from the main test stack's, so
+default 19200) and SHOP_TEST_CLUSTER_PG_PORT (default 19240), apart from the main test stack's, so
 both may run in one session. Data lives in a fresh folder named after the ports, removed at the end.
 """
 
@@ -27,7 +27,7 @@ from tests.stack import Stack
 CLUSTER_DIR = Path(__file__).resolve().parent
 BROKERS = 3
 DEFAULT_KAFKA_PORT = 19200
-DEFAULT_PG_PORT = 55440
+DEFAULT_PG_PORT = 19240
 
 
 @dataclass

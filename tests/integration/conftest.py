@@ -17,19 +17,35 @@ from deploy.local.services import SERVICES, ServiceSupervisor
 from events.kit import db
 from events.kit.admin import ensure_topics
 from events.kit.producer import make_producer
+from order_service.app import MIGRATIONS as ORDER_MIGRATIONS
 from tests.integration.kit_support import CREATE_APPLIED, KitTypes, kit_types
 from tests.integration.platform_support import admin_headers
+
+
+def _module_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    return name
 
 
 @pytest.fixture(scope="module")
 async def kit_pool(stack: Any, request: pytest.FixtureRequest) -> AsyncIterator[asyncpg.Pool]:
     """A database of the test module's own, migrated, with the `applied` table."""
-    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    url = stack.database_url(f"kit_{module}")
+    url = stack.database_url(f"kit_{_module_name(request)}")
     await db.ensure_database(url)
     pool = await db.create_pool(url, min_size=1, max_size=6)
     await db.apply_migrations(pool)
     await pool.execute(CREATE_APPLIED)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def order_pool(stack: Any, request: pytest.FixtureRequest) -> AsyncIterator[asyncpg.Pool]:
+    """A database of the test module's own with the order service's migrations."""
+    url = stack.database_url(f"order_{_module_name(request)}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=2)
+    await db.apply_migrations(pool, ORDER_MIGRATIONS)
     yield pool
     await pool.close()
 

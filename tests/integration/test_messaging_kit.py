@@ -43,7 +43,12 @@ def inbox_consumer(
 ) -> InboxConsumer:
     fail_when_n = kwargs.pop("fail_when_n", None)
     sleep_s = float(kwargs.pop("sleep_s", 0.0))  # type: ignore[arg-type]
-    handler = recording_handler(types, name, fail_when_n=fail_when_n, sleep_s=sleep_s)  # type: ignore[arg-type]
+    handler: Any = kwargs.pop("handler", None) or recording_handler(
+        types,
+        name,
+        fail_when_n=fail_when_n,  # type: ignore[arg-type]
+        sleep_s=sleep_s,
+    )
     return InboxConsumer(
         name=name,
         topics=[types.topic],
@@ -418,17 +423,8 @@ async def test_a_unit_of_work_gets_each_fresh_message_once_and_a_failed_flush_de
     for env in [*envelopes, *envelopes[:10]]:
         await producer.send(types.topic, encode(env), key=b"one-key")
     await producer.flush()
-    consumer = InboxConsumer(
-        name=name,
-        topics=[types.topic],
-        handlers={types.ItemAdded: handle},
-        registry=types.registry,
-        pool=kit_pool,
-        producer=producer,
-        bootstrap_servers=stack.kafka_bootstrap,  # type: ignore[attr-defined]
-        service="kittest",
-        backoff_ms=10,
-        unit=make_unit,
+    consumer = inbox_consumer(
+        stack, types, kit_pool, producer, name, handler=handle, unit=make_unit
     )
     async with running(consumer):
 
@@ -481,17 +477,8 @@ async def test_with_a_unit_and_parallel_keys_the_keys_handlers_run_concurrently_
     for (key, _), env in zip(sends, envelopes, strict=True):
         await producer.send(types.topic, encode(env), key=key.encode(), partition=0)
     await producer.flush()
-    consumer = InboxConsumer(
-        name=name,
-        topics=[types.topic],
-        handlers={types.ItemAdded: handle},
-        registry=types.registry,
-        pool=kit_pool,
-        producer=producer,
-        bootstrap_servers=stack.kafka_bootstrap,  # type: ignore[attr-defined]
-        service="kittest",
-        unit=make_unit,
-        parallel_keys=8,
+    consumer = inbox_consumer(
+        stack, types, kit_pool, producer, name, handler=handle, unit=make_unit, parallel_keys=8
     )
     async with running(consumer):
 

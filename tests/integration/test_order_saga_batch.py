@@ -4,7 +4,7 @@ statements, ends exactly where the same replies applied one at a time end."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,10 @@ from events.contracts import (
     StockReserved,
 )
 from events.envelope import wrap
-from events.kit import db
 from events.kit.db import Conn
 from events.kit.inbox import HandlerContext
 from events.messages import Message, Money
 from order_service import handlers
-from order_service.app import MIGRATIONS
 from order_service.domain import Deadlines
 
 pytestmark = pytest.mark.integration
@@ -37,17 +35,12 @@ DEADLINES = Deadlines()
 
 
 @pytest.fixture(scope="module")
-async def pool(stack: Any) -> AsyncIterator[asyncpg.Pool]:
-    url = stack.database_url("order_saga_batch")
-    await db.ensure_database(url)
-    pool = await db.create_pool(url, min_size=1, max_size=2)
-    await db.apply_migrations(pool, MIGRATIONS)
-    await pool.execute(
+async def pool(order_pool: asyncpg.Pool) -> asyncpg.Pool:
+    await order_pool.execute(
         "INSERT INTO catalog_view VALUES ('BATCH-1', 'Batch', 'test', 1250, 'USD', true, now())"
         " ON CONFLICT DO NOTHING"
     )
-    yield pool
-    await pool.close()
+    return order_pool
 
 
 async def place(pool: asyncpg.Pool) -> uuid.UUID:

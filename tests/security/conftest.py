@@ -1,8 +1,8 @@
 """A secured broker of the security tests' own (SASL/SCRAM, StandardAuthorizer, the platform's
 ACLs), and a PostgreSQL server of their own, started once for the module that asks for them.
 
-Ports come from SHOP_TEST_SECURE_KAFKA_PORT (default 35100; its controller on the next port) and
-SHOP_TEST_SECURE_PG_PORT (default 35110), so several sessions can run side by side.
+Ports come from SHOP_TEST_SECURE_KAFKA_PORT (default 19300; its controller on the next port) and
+SHOP_TEST_SECURE_PG_PORT (default 19310), so several sessions can run side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from deploy.local.kafka_security import BrokerSecurity, create_acls, generate, p
 from deploy.local.postgres import LocalPostgres
 from deploy.local.topics import ensure_topics
 
-SECURE_KAFKA_PORT = int(os.environ.get("SHOP_TEST_SECURE_KAFKA_PORT", "35100"))
-SECURE_PG_PORT = int(os.environ.get("SHOP_TEST_SECURE_PG_PORT", "35110"))
+SECURE_KAFKA_PORT = int(os.environ.get("SHOP_TEST_SECURE_KAFKA_PORT", "19300"))
+SECURE_PG_PORT = int(os.environ.get("SHOP_TEST_SECURE_PG_PORT", "19310"))
 
 
 @dataclass(frozen=True)

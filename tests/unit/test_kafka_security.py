@@ -69,11 +69,11 @@ def test_analytics_writes_only_under_its_own_prefix() -> None:
 def test_the_broker_denies_what_no_acl_allows_and_has_no_plaintext_listener(
     tmp_path: Path,
 ) -> None:
-    broker = KafkaBroker(data_dir=tmp_path, port=35190, controller_port=35191, security=generate())
+    broker = KafkaBroker(data_dir=tmp_path, port=19390, controller_port=19391, security=generate())
     config = broker.config()
     assert config["allow.everyone.if.no.acl.found"] == "false"
     assert config["super.users"] == f"User:{ADMIN_USER}"
-    assert config["listeners"].startswith("SASL_PLAINTEXT://127.0.0.1:35190")
+    assert config["listeners"].startswith("SASL_PLAINTEXT://127.0.0.1:19390")
     assert not re.search(r"(?<![A-Z_])PLAINTEXT://", config["listeners"])
     assert config["sasl.enabled.mechanisms"] == SCRAM
     assert "authorizer.class.name" not in KafkaBroker(data_dir=tmp_path).config()
