@@ -105,6 +105,11 @@ class ConsumerStats:
     last_commit: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+def closed_transport(exc: BaseException) -> bool:
+    """uvloop's error for a write to a closed connection (asyncio's own loop raises OSError)."""
+    return isinstance(exc, RuntimeError) and "the handler is closed" in str(exc)
+
+
 def is_infrastructure_error(exc: BaseException) -> bool:
     """Faults of the database or network, which retrying fixes; never the message's fault."""
     return isinstance(
@@ -191,7 +196,9 @@ class InboxConsumer:
             "max_poll_interval_ms": 300_000,
         }
         options.update(consumer_options or {})
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, **options)
+        self._options = {"bootstrap_servers": bootstrap_servers, **options}
+        self._consumer = AIOKafkaConsumer(**self._options)
+        self.restarts = 0
 
     @property
     def kafka(self) -> AIOKafkaConsumer:
@@ -214,18 +221,43 @@ class InboxConsumer:
     async def run(self) -> None:
         """Consume until stop(); call start() first."""
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=self._poll_ms, max_records=self._batch_max
-            )
-            if self._stopping.is_set():
-                break
-            if batch:
-                async with self._batch_lock:
-                    await self.process(batch)
-            elif self._uncommitted:
-                async with self._batch_lock:
-                    await self.flush_commits()
-            await self._update_lag()
+            try:
+                await self._poll_once()
+            except RuntimeError as exc:
+                if not closed_transport(exc) or self._stopping.is_set():
+                    raise
+                await self._start_again(exc)
+
+    async def _poll_once(self) -> None:
+        batch = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._batch_max)
+        if self._stopping.is_set():
+            return
+        if batch:
+            async with self._batch_lock:
+                await self.process(batch)
+        elif self._uncommitted:
+            async with self._batch_lock:
+                await self.flush_commits()
+        await self._update_lag()
+
+    async def _start_again(self, exc: RuntimeError) -> None:
+        """Replace a consumer whose background routine died of a closed connection.
+
+        Under uvloop, aiokafka's write to a connection the broker (or a network fault) closed
+        raises RuntimeError instead of the OSError it handles (aio-libs/aiokafka#1038); its group
+        coordinator then dies and every getmany re-raises. What was applied but not committed is
+        read again by whoever gets the partitions, and the inbox skips it.
+        """
+        self.restarts += 1
+        log.warning(
+            "kafka consumer lost to a closed connection; starting a new one", error=repr(exc)
+        )
+        self._uncommitted.clear()
+        with contextlib.suppress(Exception):
+            await self._consumer.stop()
+        self._consumer = AIOKafkaConsumer(**self._options)
+        await asyncio.sleep(self._backoff_s or 0.05)
+        await self.start()
 
     async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()

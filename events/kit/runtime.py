@@ -175,7 +175,7 @@ class ServiceRuntime:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("service task crashed", task=task.get_name(), error=repr(exc))
+            log.error("service task crashed", task=task.get_name(), error=repr(exc), exc_info=exc)
             self._crashed.set()
 
     async def stop(self) -> None:

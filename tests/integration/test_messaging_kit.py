@@ -493,3 +493,45 @@ async def test_with_a_unit_and_parallel_keys_the_keys_handlers_run_concurrently_
     rows = await kit_pool.fetch("SELECT n FROM applied WHERE consumer = $1", name)
     assert sorted(r["n"] for r in rows) == sorted(n for _, n in sends)
     assert len(units) == consumer.stats.batches  # one transaction (and unit) per batch
+
+
+async def test_a_consumer_killed_by_a_closed_connection_under_uvloop_is_replaced_and_goes_on(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    name = f"closed-{types.topic}"
+    consumer = inbox_consumer(stack, types, kit_pool, producer, name)
+    first = [wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(5)]
+    later = [
+        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(5, 9)
+    ]
+    for env in first:
+        await producer.send(types.topic, encode(env), key=b"k")
+    await producer.flush()
+    async with running(consumer):
+
+        async def first_applied() -> bool:
+            return consumer.stats.applied >= len(first)
+
+        await eventually(first_applied)
+        broken = consumer.kafka
+
+        async def dead_coordinator(*_: object, **__: object) -> object:
+            # what getmany re-raises once aiokafka's coordinator died of uvloop's closed-transport
+            # error (aio-libs/aiokafka#1038)
+            raise RuntimeError(
+                "unable to perform operation on <TCPTransport closed=True reading=False>;"
+                " the handler is closed"
+            )
+
+        broken.getmany = dead_coordinator
+        for env in later:
+            await producer.send(types.topic, encode(env), key=b"k")
+        await producer.flush()
+
+        async def all_applied() -> bool:
+            return consumer.stats.applied >= len(first) + len(later)
+
+        await eventually(all_applied)
+        assert consumer.kafka is not broken
+        assert consumer.restarts == 1
+    assert await applied_count(kit_pool, name) == (9, 9)
