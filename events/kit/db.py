@@ -75,15 +75,18 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyn
 @contextlib.asynccontextmanager
 async def session_state(conn: Conn) -> AsyncIterator[Conn]:
     """Hold a pooled connection that takes session state (a session advisory lock, LISTEN) and
-    reset it fully at the end, or close it when that fails: the pool itself does not."""
+    reset it fully at the end, or close it when that fails: the pool itself does not. A failed
+    reset is not raised (the state ends with the connection), so whatever ended the block is what
+    propagates."""
     try:
         yield conn
     finally:
         try:
             await conn.reset()
-        except BaseException:
+        except BaseException as exc:
             conn.terminate()
-            raise
+            if not isinstance(exc, Exception):
+                raise
 
 
 def _migration_files(folders: Iterable[Path]) -> list[tuple[str, Path]]:

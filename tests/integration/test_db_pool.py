@@ -54,3 +54,29 @@ async def test_a_transaction_left_open_is_rolled_back_before_the_next_borrower(
         assert await conn.fetchval("SELECT count(*) FROM kit_pool_rows") == 0
         assert await conn.fetchval(ADVISORY_LOCKS) == 0
         assert not conn.is_in_transaction()
+
+
+class _Unresettable:
+    """A connection whose reset fails, as one busy with a dead operation does."""
+
+    terminated = False
+
+    async def reset(self) -> None:
+        raise asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation is in progress"
+        )
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+async def test_a_session_that_cannot_be_reset_is_closed_and_what_ended_it_propagates() -> None:
+    conn = _Unresettable()
+    with pytest.raises(asyncpg.InterfaceError, match="released"):
+        async with db.session_state(conn):  # type: ignore[arg-type]
+            raise asyncpg.InterfaceError("connection has been released back to the pool")
+    assert conn.terminated
+    quiet = _Unresettable()
+    async with db.session_state(quiet):  # type: ignore[arg-type]
+        pass
+    assert quiet.terminated
