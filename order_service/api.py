@@ -21,8 +21,7 @@ from events.kit import outbox
 from events.kit.auth import CustomerDep, Principal
 from events.kit.db import Conn
 from events.kit.http import UNREADABLE_BODY, harden
-from order_service import domain, handlers, repository
-from order_service.domain import Deadlines
+from order_service import domain, handlers, intake, repository
 
 TOKEN = re.compile(r"^tok_[A-Za-z0-9_]{1,64}$")
 PAN_LIKE = re.compile(r"^[\d\s-]{13,23}$")
@@ -75,19 +74,13 @@ async def get_pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-async def get_deadlines(request: Request) -> Deadlines:
-    deadlines: Deadlines = request.app.state.deadlines
-    return deadlines
-
-
-async def get_max_open(request: Request) -> int:
-    max_open: int = request.app.state.max_open_orders
-    return max_open
+async def get_intake(request: Request) -> intake.Intake:
+    placements: intake.Intake = request.app.state.intake
+    return placements
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
-DeadlinesDep = Annotated[Deadlines, Depends(get_deadlines)]
-MaxOpenDep = Annotated[int, Depends(get_max_open)]
+IntakeDep = Annotated[intake.Intake, Depends(get_intake)]
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No bearer token, or one that is invalid or expired"},
     429: {"description": "Too many requests from this client; see Retry-After"},
@@ -123,65 +116,21 @@ async def _emit(conn: Conn, messages: list[Any]) -> None:
 async def create_order(
     body: OrderIn,
     principal: CustomerDep,
-    pool: PoolDep,
-    deadlines: DeadlinesDep,
-    max_open: MaxOpenDep,
+    placements: IntakeDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Place an order for the caller; it is priced from the catalog and driven to a final status
     by the saga. At most ORDER_MAX_OPEN_ORDERS of a customer's orders may hold stock at once."""
-    customer = principal.subject
-    request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    async with pool.acquire() as conn, conn.transaction():
-        if idempotency_key is not None:
-            if not await conn.fetchval(repository.LOCK_IDEMPOTENCY_KEY, customer, idempotency_key):
-                return _problem(409, "a request with this Idempotency-Key is in progress")
-            seen = await conn.fetchrow(repository.SELECT_IDEMPOTENCY_KEY, customer, idempotency_key)
-            if seen is not None:
-                if seen["request_hash"] != request_hash:
-                    return _problem(
-                        422, "this Idempotency-Key was used with a different request body"
-                    )
-                stored = orjson.loads(seen["response"])
-                return JSONResponse(
-                    stored["body"],
-                    status_code=seen["status_code"],
-                    headers={"Location": stored["location"], "Idempotent-Replayed": "true"},
-                )
-        if max_open:
-            await conn.execute(repository.LOCK_CUSTOMER, customer)
-            if await conn.fetchval(repository.COUNT_OPEN_ORDERS, customer) >= max_open:
-                return _problem(
-                    429,
-                    f"{max_open} of your orders are still in progress; "
-                    "retry when one of them is settled",
-                    **{"Retry-After": "1"},
-                )
-        try:
-            order, messages = await handlers.place_order(
-                conn,
-                customer_id=customer,
-                lines=[StockLine(sku=ln.sku, quantity=ln.quantity) for ln in body.lines],
-                currency=body.currency,
-                payment_token=body.payment_token,
-                deadlines=deadlines,
-                now=datetime.now(UTC),
-            )
-        except domain.OrderRequestError as exc:
-            return _problem(422, str(exc))
-        await _emit(conn, messages)
-        payload = {"order_id": str(order.order_id), "status": order.status.value}
-        location = f"/orders/{order.order_id}"
-        if idempotency_key is not None:
-            await conn.execute(
-                repository.INSERT_IDEMPOTENCY_KEY,
-                customer,
-                idempotency_key,
-                request_hash,
-                202,
-                orjson.dumps({"body": payload, "location": location}).decode(),
-            )
-    return JSONResponse(payload, status_code=202, headers={"Location": location})
+    request = intake.PlaceRequest(
+        customer_id=principal.subject,
+        lines=tuple(StockLine(sku=ln.sku, quantity=ln.quantity) for ln in body.lines),
+        currency=body.currency,
+        payment_token=body.payment_token,
+        idempotency_key=idempotency_key,
+        request_hash=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+    )
+    answer = await placements.submit(request)
+    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers or None)
 
 
 def _order_view(row: Any, timeline: list[Any]) -> dict[str, Any]:
@@ -343,8 +292,7 @@ async def order_events(
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-def install(app: FastAPI, deadlines: Deadlines, max_body_bytes: int, max_open_orders: int) -> None:
-    app.state.deadlines = deadlines
-    app.state.max_open_orders = max_open_orders
+def install(app: FastAPI, placements: intake.Intake, max_body_bytes: int) -> None:
+    app.state.intake = placements
     app.include_router(router)
     harden(app, max_body_bytes)

@@ -1,4 +1,5 @@
-"""Wiring only: the catalog view and saga consumers, the deadline timer and the HTTP routes."""
+"""Wiring only: the catalog view and saga consumers, the deadline timer, the HTTP routes and the
+intake that places their orders in shared transactions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from events.contracts import REGISTRY
 from events.kit import outbox
 from events.kit.runtime import ConsumerSpec, ServiceRuntime, periodically
 from events.topics import CATALOG_PRODUCTS, INVENTORY_EVENTS, PAYMENT_EVENTS
-from order_service import api, handlers
+from order_service import api, handlers, intake
 from order_service.domain import Deadlines
 from order_service.settings import Settings
 
@@ -30,7 +31,15 @@ def build(settings: Settings) -> ServiceRuntime:
         title="Orders",
         description="Place orders and follow them to CONFIRMED, REJECTED or CANCELLED.",
     )
-    api.install(app, deadlines, settings.max_body_bytes, settings.max_open_orders)
+    placements = intake.Intake(
+        lambda: runtime.pool,
+        deadlines=deadlines,
+        max_open=settings.max_open_orders,
+        service=settings.service_name,
+        batch_max=settings.intake_batch_max,
+        concurrency=settings.intake_concurrency,
+    )
+    api.install(app, placements, settings.max_body_bytes)
 
     async def saga_deadlines(runtime: ServiceRuntime) -> None:
         async def sweep() -> None:

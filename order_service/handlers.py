@@ -14,20 +14,16 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from events.contracts import (
-    OrderPlaced,
     PaymentAuthorized,
     PaymentCaptured,
     PaymentDeclined,
     PaymentOperationFailed,
     PaymentRefunded,
     PaymentVoided,
-    PricedLine,
     ProductUpserted,
     ReservationCommitted,
     ReservationExpired,
     ReservationReleased,
-    ReserveStock,
-    StockLine,
     StockRejected,
     StockReserved,
     order_ids,
@@ -35,7 +31,7 @@ from events.contracts import (
 from events.kit.db import Conn
 from events.kit.inbox import HandlerContext, Handlers
 from events.kit.logging import get_logger
-from events.messages import Message, Money
+from events.messages import Message
 from order_service import domain, repository
 from order_service.domain import Deadlines, Decision, Order
 
@@ -107,44 +103,6 @@ def _step(
 ) -> list[Message]:
     unit: SagaUnit = ctx.unit
     return unit.step(order_id, decide)
-
-
-async def place_order(
-    conn: Conn,
-    *,
-    customer_id: str,
-    lines: list[StockLine],
-    currency: str,
-    payment_token: str,
-    deadlines: Deadlines,
-    now: datetime,
-) -> tuple[Order, list[Message]]:
-    """Price the order from the local catalog view, save it PENDING and ask for the stock."""
-    rows = await repository.products(conn, sorted({ln.sku for ln in lines}))
-    catalog = {
-        sku: domain.CatalogItem(
-            sku, Money(amount=r["price_amount"], currency=r["currency"]), r["active"]
-        )
-        for sku, r in rows.items()
-    }
-    priced, total = domain.price_lines(lines, catalog, currency)
-    order = domain.new_order(uuid.uuid4(), customer_id, lines, total, payment_token, now, deadlines)
-    await repository.insert_order(conn, order, priced)
-    placed = OrderPlaced(
-        order_id=order.order_id,
-        customer_id=customer_id,
-        lines=tuple(
-            PricedLine(
-                sku=str(p["sku"]),
-                quantity=int(str(p["quantity"])),
-                unit_price=Money(amount=int(str(p["unit_price"])), currency=currency),
-            )
-            for p in priced
-        ),
-        total=total,
-        placed_at=now,
-    )
-    return order, [placed, ReserveStock(order_id=order.order_id, lines=tuple(lines))]
 
 
 async def cancel_order(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,13 +48,27 @@ SELECT t.order_id, t.status, t.note
 FROM unnest($8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY AS t(order_id, status, note, n)
 ORDER BY t.n
 """
-INSERT_ORDER_WITH_TIMELINE = """
+# A batch of placements in one statement: the orders, their first timeline entries, the answers
+# kept for their Idempotency-Keys, their events in the outbox (in order) and the relay's wake-up.
+# The timeline's foreign key is checked at the end of the statement, after the orders' insert.
+PLACE_ORDERS = """
 WITH placed AS (
     INSERT INTO orders
         (order_id, customer_id, status, lines, total_amount, currency, payment_token, deadline)
-    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[],
+        $6::text[], $7::text[], $8::timestamptz[])
+), timeline AS (
+    INSERT INTO order_timeline (order_id, status, note)
+    SELECT t.order_id, t.status, 'order placed'
+    FROM unnest($1::uuid[], $3::text[]) AS t(order_id, status)
+), answers AS (
+    INSERT INTO idempotency_keys (customer_id, key, request_hash, status_code, response)
+    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::jsonb[])
+), sent AS (
+    INSERT INTO outbox (event_id, topic, key, value, headers)
+    SELECT * FROM unnest($14::uuid[], $15::text[], $16::bytea[], $17::bytea[], $18::jsonb[])
 )
-INSERT INTO order_timeline (order_id, status, note) VALUES ($1, $3, 'order placed')
+SELECT pg_notify($19, '')
 """
 SELECT_TIMELINE = """
 SELECT id, status, note, at FROM order_timeline WHERE order_id = $1 AND id > $2 ORDER BY id
@@ -65,25 +81,40 @@ FROM orders WHERE customer_id = $1 ORDER BY created_at DESC, order_id LIMIT $2 O
 SELECT_OVERDUE = """
 SELECT * FROM orders WHERE deadline < $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED
 """
-# Serialises one customer's order placements, so two at once cannot both pass the cap.
-LOCK_CUSTOMER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7340004))"
+# The customers' placement locks, which serialise each customer's placements so that two at once
+# cannot both pass the cap, taken in the order given (sorted: concurrent batches cannot deadlock),
+# and the prices of the SKUs, in one round trip (the locked row is the outer side: the locks are
+# taken even when no SKU is known). The open orders are counted by the next statement, whose
+# snapshot sees every placement committed before the locks were granted.
+LOCK_CUSTOMERS_SELECT_PRODUCTS = """
+WITH locked AS MATERIALIZED (
+    SELECT count(pg_advisory_xact_lock(hashtextextended(c, 7340004))) AS n
+    FROM unnest($1::text[]) AS c
+)
+SELECT p.sku, p.price_amount, p.currency, p.active
+FROM locked LEFT JOIN catalog_view AS p ON p.sku = ANY($2::text[])
+"""
 COUNT_OPEN_ORDERS = """
-SELECT count(*) FROM orders WHERE customer_id = $1 AND status IN ('PENDING', 'STOCK_RESERVED')
+SELECT customer_id, count(*) AS open FROM orders
+WHERE customer_id = ANY($1::text[]) AND status IN ('PENDING', 'STOCK_RESERVED')
+GROUP BY customer_id
 """
 PURGE_IDEMPOTENCY_KEYS = """
 DELETE FROM idempotency_keys WHERE ctid IN (
     SELECT ctid FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2
 )
 """
-LOCK_IDEMPOTENCY_KEY = (
-    "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7340003))"
-)
-SELECT_IDEMPOTENCY_KEY = """
-SELECT request_hash, status_code, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2
+# A request holding an Idempotency-Key holds its lock until it commits; another request with
+# the same key meanwhile does not wait for it (it is answered 409). Then the answers kept.
+TRY_LOCK_IDEMPOTENCY_KEYS = """
+SELECT t.customer_id, t.key,
+    pg_try_advisory_xact_lock(hashtextextended(t.customer_id || ':' || t.key, 7340003)) AS locked
+FROM unnest($1::text[], $2::text[]) AS t(customer_id, key)
 """
-INSERT_IDEMPOTENCY_KEY = """
-INSERT INTO idempotency_keys (customer_id, key, request_hash, status_code, response)
-VALUES ($1, $2, $3, $4, $5::jsonb)
+SELECT_IDEMPOTENCY_KEYS = """
+SELECT k.customer_id, k.key, k.request_hash, k.status_code, k.response
+FROM unnest($1::text[], $2::text[]) AS t(customer_id, key)
+JOIN idempotency_keys AS k ON k.customer_id = t.customer_id AND k.key = t.key
 """
 
 
@@ -122,18 +153,70 @@ def _order(row: Any) -> Order:
     )
 
 
-async def insert_order(conn: Conn, order: Order, priced_lines: list[dict[str, Any]]) -> None:
-    """The new order and its first timeline entry ("order placed")."""
+IdempotencyKey = tuple[str, str]  # (customer, key)
+
+
+async def try_lock_idempotency_keys(conn: Conn, keys: list[IdempotencyKey]) -> set[IdempotencyKey]:
+    """Those of the keys whose lock this transaction now holds (the others are in progress)."""
+    rows = await conn.fetch(TRY_LOCK_IDEMPOTENCY_KEYS, [c for c, _ in keys], [k for _, k in keys])
+    return {(r["customer_id"], r["key"]) for r in rows if r["locked"]}
+
+
+async def kept_answers(conn: Conn, keys: list[IdempotencyKey]) -> dict[IdempotencyKey, Any]:
+    """The answers kept for those of the keys that were used before."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(SELECT_IDEMPOTENCY_KEYS, [c for c, _ in keys], [k for _, k in keys])
+    return {(r["customer_id"], r["key"]): r for r in rows}
+
+
+async def lock_customers_and_price(
+    conn: Conn, customers: list[str], skus: list[str]
+) -> dict[str, Any]:
+    """Lock the customers' placements (in sorted order) and read the SKUs' catalog rows."""
+    rows = await conn.fetch(LOCK_CUSTOMERS_SELECT_PRODUCTS, sorted(set(customers)), skus)
+    return {r["sku"]: r for r in rows if r["sku"] is not None}
+
+
+async def open_orders(conn: Conn, customers: list[str]) -> dict[str, int]:
+    """How many orders each customer has holding (or asking for) stock."""
+    rows = await conn.fetch(COUNT_OPEN_ORDERS, customers)
+    return {r["customer_id"]: r["open"] for r in rows}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A new order to save, with its priced lines, and the answer its Idempotency-Key keeps."""
+
+    order: Order
+    priced_lines: list[dict[str, Any]]
+    kept: tuple[IdempotencyKey, str, int, str] | None = None  # key, request hash, status, body
+
+
+async def place_orders(
+    conn: Conn, placements: Sequence[Placement], outgoing: tuple[list[Any], ...], channel: str
+) -> None:
+    """Save new orders, their first timeline entries ("order placed"), their kept answers and
+    their outbox rows (`outbox.outbox_columns`), and wake the relay: one statement."""
+    orders = [p.order for p in placements]
+    kept = [p.kept for p in placements if p.kept is not None]
     await conn.execute(
-        INSERT_ORDER_WITH_TIMELINE,
-        order.order_id,
-        order.customer_id,
-        order.status.value,
-        orjson.dumps(priced_lines).decode(),
-        order.total.amount,
-        order.total.currency,
-        order.payment_token,
-        order.deadline,
+        PLACE_ORDERS,
+        [o.order_id for o in orders],
+        [o.customer_id for o in orders],
+        [o.status.value for o in orders],
+        [orjson.dumps(p.priced_lines).decode() for p in placements],
+        [o.total.amount for o in orders],
+        [o.total.currency for o in orders],
+        [o.payment_token for o in orders],
+        [o.deadline for o in orders],
+        [k[0][0] for k in kept],
+        [k[0][1] for k in kept],
+        [k[1] for k in kept],
+        [k[2] for k in kept],
+        [k[3] for k in kept],
+        *outgoing,
+        channel,
     )
 
 

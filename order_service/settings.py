@@ -29,3 +29,12 @@ class Settings(ServiceSettings):
         ge=0,
         description="Orders one customer may have holding stock at once (0: no cap).",
     )
+    intake_batch_max: int = Field(
+        default=100, ge=1, description="Order placements one transaction takes, at most."
+    )
+    intake_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Placement transactions at once; requests arriving meanwhile wait and share "
+        "the next one.",
+    )

@@ -51,16 +51,11 @@ def notify_channel(service: str) -> str:
     return f"outbox_{service}"
 
 
-async def append(
-    conn: Conn,
-    outgoing: Sequence[tuple[Message, Envelope]],
-    *,
-    channel: str | None = None,
-) -> None:
-    """Add envelopes to the outbox inside the caller's transaction (one multi-row insert)."""
-    if not outgoing:
-        return
-    columns = (
+def outbox_columns(outgoing: Sequence[tuple[Message, Envelope]]) -> tuple[list[Any], ...]:
+    """The outbox rows of these envelopes as five column arrays (event_id, topic, key, value,
+    headers), for an `unnest` insert; a statement of a service's own may insert them with its
+    state change (see INSERT_OUTBOX)."""
+    return (
         [env.event_id for _, env in outgoing],
         [msg.topic for msg, _ in outgoing],
         [msg.partition_key().encode() for msg, _ in outgoing],
@@ -70,6 +65,18 @@ async def append(
             for _, env in outgoing
         ],
     )
+
+
+async def append(
+    conn: Conn,
+    outgoing: Sequence[tuple[Message, Envelope]],
+    *,
+    channel: str | None = None,
+) -> None:
+    """Add envelopes to the outbox inside the caller's transaction (one multi-row insert)."""
+    if not outgoing:
+        return
+    columns = outbox_columns(outgoing)
     if channel:
         await conn.execute(INSERT_OUTBOX_NOTIFY, *columns, channel)
     else:

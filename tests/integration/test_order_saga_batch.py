@@ -24,7 +24,7 @@ from events.envelope import wrap
 from events.kit.db import Conn
 from events.kit.inbox import HandlerContext
 from events.messages import Message, Money
-from order_service import handlers
+from order_service import handlers, intake
 from order_service.domain import Deadlines
 
 pytestmark = pytest.mark.integration
@@ -44,17 +44,13 @@ async def pool(order_pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 async def place(pool: asyncpg.Pool) -> uuid.UUID:
+    request = intake.PlaceRequest("batch-customer", LINES, "USD", "tok_approve")
     async with pool.acquire() as conn, conn.transaction():
-        order, _ = await handlers.place_order(
-            conn,
-            customer_id="batch-customer",
-            lines=list(LINES),
-            currency="USD",
-            payment_token="tok_approve",
-            deadlines=DEADLINES,
-            now=datetime.now(UTC),
+        [answer] = await intake.place(
+            conn, [request], deadlines=DEADLINES, max_open=0, service="order", now=datetime.now(UTC)
         )
-    return order.order_id
+    assert answer.order is not None, answer
+    return answer.order.order_id
 
 
 def replies(happy: uuid.UUID, rejected: uuid.UUID, declined: uuid.UUID) -> list[Message]:
