@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import jwt
 import orjson
+from cachetools import TLRUCache
 from fastapi import Depends, FastAPI, HTTPException, Request
 from limits import parse_many
 from limits.aio.storage import MemoryStorage
@@ -37,6 +38,7 @@ ADMIN = "admin"
 CUSTOMER = "customer"
 EXEMPT_PREFIXES = ("/health/", "/metrics")
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
+VERIFIED_CACHE_SIZE = 20_000
 
 
 class AuthError(Exception):
@@ -65,7 +67,30 @@ class TokenPolicy:
             self.key, subject, roles, ttl_s, issuer=self.issuer, audience=self.audience
         )
 
+    # Tokens verified before, until they expire: a client sends the same token with every
+    # request, and PyJWT's decode (base64, JSON, the claims) was 11 % of the order service's CPU
+    # at 150 requests/s. Only tokens that passed every check are kept; bounded, least recently
+    # used first out.
+    _verified: TLRUCache[str, tuple[Principal, float]] = field(
+        default_factory=lambda: TLRUCache(
+            maxsize=VERIFIED_CACHE_SIZE,
+            ttu=lambda _, value, now: value[1],
+            timer=lambda: time.time(),
+        ),
+        init=False,
+        repr=False,
+        compare=False,
+    )
+
     def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            return known[0]
+        principal, expires = self._decode(token)
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -86,7 +111,7 @@ class TokenPolicy:
             raise AuthError("invalid token: the subject must be a string of 1 to 100 characters")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise AuthError("invalid token: roles must be a list of strings")
-        return Principal(subject, frozenset(roles))
+        return Principal(subject, frozenset(roles)), float(claims["exp"]) + self.leeway_s
 
 
 def mint_token(

@@ -68,6 +68,34 @@ def test_tokens_signed_with_another_key_or_algorithm_are_refused() -> None:
         POLICY.verify("not.a.token")
 
 
+def test_a_verified_token_is_decoded_once_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy = TokenPolicy(KEY, issuer="shop", audience="shop-api", leeway_s=30)
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    token = policy.mint("carol", ttl_s=600)
+    assert [policy.verify(token).subject for _ in range(50)] == ["carol"] * 50
+    assert len(decoded) == 1
+    # a token that fails is never kept: every attempt is checked (and refused) again
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            policy.verify(forged)
+    assert len(decoded) == 3
+    # past its expiry (and the leeway) the kept answer is gone: the token is checked again
+    expires = real_decode(token, options={"verify_signature": False})["exp"] + 30
+    monkeypatch.setattr(time, "time", lambda: expires + 1.0)
+    policy.verify(token)
+    assert len(decoded) == 4
+
+
 def test_production_refuses_the_development_key_and_short_keys() -> None:
     assert ServiceSettings().auth_signing_key.get_secret_value() == DEV_SIGNING_KEY
     for key in (DEV_SIGNING_KEY, "changeme", "x" * 31):
