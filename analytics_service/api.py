@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from analytics_service.stream import AnalyticsStream
+from events.kit.http import NO_TELEMETRY
 
 STATIC = Path(__file__).with_name("static")
 RangeName = Literal["15m", "1h", "24h"]
@@ -176,7 +177,11 @@ def router(stream: AnalyticsStream) -> APIRouter:
 
 
 def build_app(stream: AnalyticsStream) -> FastAPI:
-    app = FastAPI(title="analytics", summary="Real-time sales analytics over the event topics.")
+    app = FastAPI(
+        telemetry=NO_TELEMETRY,
+        title="analytics",
+        summary="Real-time sales analytics over the event topics.",
+    )
     app.include_router(router(stream))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from events.kit import db
 from events.kit.auth import AuthError, TokenPolicy
+from events.kit.http import NO_TELEMETRY
 from events.kit.settings import ServiceSettings
 from events.messages import Money
 from payment_service.gateway import SimulatedGateway
@@ -56,7 +57,7 @@ VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)
 
 
 def build(pool: asyncpg.Pool, gateway: SimulatedGateway, tokens: TokenPolicy) -> FastAPI:
-    app = FastAPI(title="monolith baseline")
+    app = FastAPI(title="monolith baseline", telemetry=NO_TELEMETRY)
 
     @app.post("/orders")
     async def place(request: Request) -> JSONResponse:

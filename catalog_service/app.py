@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from catalog_service import api
 from catalog_service.settings import Settings
 from events.contracts import REGISTRY
+from events.kit.http import NO_TELEMETRY
 from events.kit.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -16,6 +17,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 def build(settings: Settings) -> ServiceRuntime:
     app = FastAPI(
+        telemetry=NO_TELEMETRY,
         title="Catalog",
         description="Products and prices. Every change is published to the compacted "
         "catalog.products topic, keyed by SKU.",

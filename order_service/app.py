@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from events.contracts import REGISTRY
 from events.kit import outbox
+from events.kit.http import NO_TELEMETRY
 from events.kit.runtime import ConsumerSpec, ServiceRuntime, periodically
 from events.topics import CATALOG_PRODUCTS, INVENTORY_EVENTS, PAYMENT_EVENTS
 from order_service import api, handlers, intake
@@ -28,6 +29,7 @@ def build(settings: Settings) -> ServiceRuntime:
         confirm=timedelta(seconds=settings.confirm_deadline_s),
     )
     app = FastAPI(
+        telemetry=NO_TELEMETRY,
         title="Orders",
         description="Place orders and follow them to CONFIRMED, REJECTED or CANCELLED.",
     )

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from events.contracts import REGISTRY
+from events.kit.http import NO_TELEMETRY
 from events.kit.inbox import Handler, HandlerContext, Handlers
 from events.kit.runtime import ConsumerSpec, ServiceRuntime
 from events.messages import Message
@@ -48,7 +49,7 @@ def build(settings: Settings, gateway: PaymentGateway | None = None) -> ServiceR
         retry=RetryPolicy(settings.gateway_max_attempts, settings.gateway_retry_backoff_ms),
         settle_for_s=settings.gateway_settle_for_s,
     )
-    app = FastAPI(title="payment_service")
+    app = FastAPI(title="payment_service", telemetry=NO_TELEMETRY)
     runtime = ServiceRuntime(
         settings,
         registry=REGISTRY,

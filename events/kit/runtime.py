@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from events.kit import auth, db
 from events.kit.admin import ensure_topics
-from events.kit.http import harden, health_router
+from events.kit.http import NO_TELEMETRY, harden, health_router
 from events.kit.inbox import Handlers, InboxConsumer, UnitFactory
 from events.kit.kafkaconf import client_options
 from events.kit.logging import configure_logging, get_logger
@@ -65,7 +65,7 @@ class ServiceRuntime:
         self._create_topics = create_topics
         self._background = list(background)
         self.stopping = asyncio.Event()
-        self.app = app or FastAPI(title=settings.service_name)
+        self.app = app or FastAPI(title=settings.service_name, telemetry=NO_TELEMETRY)
         self.app.include_router(
             health_router({"database": self._check_database, "kafka": self._check_kafka})
         )
