@@ -53,6 +53,10 @@ from deploy.local.stack import LocalStack
 from deploy.seed import demo_catalog, initial_stock, seed_platform
 from events.topics import all_topics
 
+# Below Linux's ephemeral range (32768-60999), so no outgoing connection holds one of its ports
+# (the stack's on base..base+2, the services' from base+10, the monolith's on base+30).
+DEFAULT_PORT_BASE = 27100
+
 RESULTS = Path(__file__).with_name("results")
 STOCK = 1_000_000
 
@@ -558,7 +562,7 @@ def main() -> None:
     )
     parser.add_argument("--products", type=int, default=240)
     parser.add_argument("--transport-messages", type=int, default=100_000)
-    parser.add_argument("--port-base", type=int, default=27100)
+    parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE)
     parser.add_argument(
         "--log-records",
         type=int,

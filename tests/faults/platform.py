@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +19,10 @@ from deploy.local.services import SERVICES, ServiceDef, ServiceSupervisor
 from deploy.local.topics import ensure_topics
 from events.topics import all_topics
 from tests.faults.proxy import FaultProxy
+from tests.ports import free_port as free_port
 
 REPLICAS = {"inventory_service": 2, "order_service": 2}
 DATABASE_PREFIX = "chaos_"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 from deploy.local.services import SERVICES, ServiceSupervisor
 from events.kit.auth import ADMIN, CUSTOMER, mint_token
+from tests.ports import free_port as free_port
 
 TERMINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 # The platform under test signs and checks tokens with this key (never the development default).
@@ -28,13 +28,6 @@ def admin_headers(subject: str = "test-admin", key: str = TEST_SIGNING_KEY) -> d
     """Authorization with the admin role. Services run in the test process with default settings
     check tokens with the development key: pass `key=DEV_SIGNING_KEY` for those."""
     return {"Authorization": f"Bearer {mint_token(key, subject, [ADMIN])}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def e2e_env(prefix: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +30,7 @@ from events.kit.settings import DEV_SIGNING_KEY
 from events.messages import Money
 from events.topics import CATALOG_PRODUCTS
 from tests.integration.platform_support import admin_headers
+from tests.ports import free_port as free_port
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -50,13 +50,6 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

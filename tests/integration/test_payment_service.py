@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,18 +25,12 @@ from payment_service.gateway import SimulatedGateway
 from payment_service.settings import Settings
 from tests.integration.kit_support import eventually
 from tests.integration.platform_support import admin_headers
+from tests.ports import free_port as free_port
 
 pytestmark = pytest.mark.integration
 
 USD_25 = Money(amount=2500, currency="USD")
 DEADLINE_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

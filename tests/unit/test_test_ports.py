@@ -3,7 +3,8 @@ can be held by any outgoing connection at the moment a test server wants to bind
 
 from __future__ import annotations
 
-from tests import stack
+import bench.__main__ as bench_main
+from tests import ports, stack
 from tests.cluster import conftest as cluster
 from tests.security import conftest as security
 
@@ -22,3 +23,23 @@ def test_every_fixed_test_port_is_below_the_ephemeral_range() -> None:
     }
     assert {name: port for name, port in ports.items() if port >= EPHEMERAL_START} == {}
     assert len(set(ports.values())) == len(ports)
+
+
+def test_free_ports_lie_below_the_ephemeral_range_clear_of_the_fixed_ones() -> None:
+    low, high = ports.FREE_RANGE
+    assert high <= EPHEMERAL_START
+    fixed = [
+        stack.DEFAULT_KAFKA_PORT,
+        stack.DEFAULT_KAFKA_CONTROLLER_PORT,
+        stack.DEFAULT_PG_PORT,
+        cluster.DEFAULT_PG_PORT,
+        *range(cluster.DEFAULT_KAFKA_PORT, cluster.DEFAULT_KAFKA_PORT + 6),
+        security.SECURE_KAFKA_PORT,
+        security.SECURE_KAFKA_PORT + 1,
+        security.SECURE_PG_PORT,
+        *range(bench_main.DEFAULT_PORT_BASE, bench_main.DEFAULT_PORT_BASE + 100),
+    ]
+    assert [p for p in fixed if low <= p < high] == []
+    chosen = [ports.free_port() for _ in range(50)]
+    assert len(set(chosen)) == 50
+    assert all(low <= p < high for p in chosen)
