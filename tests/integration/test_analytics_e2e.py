@@ -22,6 +22,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from analytics_service.domain import latency_bucket
 from deploy.local.services import SERVICES, ServiceSupervisor
 from events.contracts import REGISTRY, OrderPlaced, PricedLine
 from events.envelope import DecodeError, decode, encode, wrap
@@ -275,8 +276,11 @@ class Recomputed:
 
 
 def nearest_rank(values: list[int], q: float) -> int | None:
+    """The exact nearest-rank percentile, as the service reports it: rounded to its latency
+    bucket (the rounding is monotonic, so the bucket of the percentile is the percentile of the
+    buckets)."""
     values = sorted(values)
-    return values[max(1, math.ceil(q * len(values))) - 1] if values else None
+    return latency_bucket(values[max(1, math.ceil(q * len(values))) - 1]) if values else None
 
 
 def figures(c: Counter[str], latencies: list[int], categories: dict[str, str]) -> dict[str, Any]:
