@@ -29,7 +29,7 @@ class Settings(ServiceSettings):
         default=50, ge=1, description="How long a batch waits for more events (freshness cost)."
     )
     rocksdb_cache_mb: int = Field(
-        default=32, ge=1, description="Block cache shared by every table partition (RocksDB)."
+        default=16, ge=1, description="Block cache shared by every table partition (RocksDB)."
     )
     rocksdb_memtables_mb: int = Field(
         default=16, ge=1, description="Unflushed writes of all table partitions together, at most."

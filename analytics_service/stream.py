@@ -36,6 +36,11 @@ CHANGELOG_WRITES = Counter(
     "analytics_changelog_writes_total", "Table keys written (one changelog record each)."
 )
 RECOVERED = Gauge("analytics_orders_in_table", "Orders known to the analytics tables.")
+ROCKSDB_CACHE = Gauge("analytics_rocksdb_cache_bytes", "The tables' shared RocksDB block cache.")
+ROCKSDB_MEMTABLES = Gauge(
+    "analytics_rocksdb_memtable_bytes",
+    "Memory of the tables' RocksDB memtables (unflushed writes).",
+)
 
 __all__ = ["SOURCE_TOPICS", "TABLES", "AnalyticsStream", "DataDirInUse"]
 
@@ -98,6 +103,8 @@ class AnalyticsStream:
             "use_partitioner": True,
         }
         options = BoundedOptions(s)
+        ROCKSDB_CACHE.set_function(options.cache.get_usage)
+        ROCKSDB_MEMTABLES.set_function(options.write_buffers.get_usage)
         tables = {name: Table(app, name, options, **table_options) for name in TABLES}
         for table in tables.values():
             app.tables.add(table)
