@@ -9,6 +9,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from analytics_service.domain import latency_bucket
 from analytics_service.fold import changelog_topic, table_digest
 from analytics_service.stream import CLEAN_STOP
+from deploy.eventlog import groups
 from deploy.local.services import SERVICES, ServiceSupervisor
 from events.contracts import REGISTRY, OrderPlaced, PricedLine
 from events.envelope import DecodeError, decode, encode, wrap
@@ -517,6 +519,39 @@ async def test_a_clean_restart_reads_the_orders_table_back_from_its_rocksdb_file
     await wait_until(recovered, timeout=60, interval=0.5)
     assert log.read_text(errors="replace").count("analytics local tables kept") == kept_before + 1
     await api_matches_recomputation(http, platform.kafka_bootstrap)
+
+
+async def test_a_worker_paused_past_its_session_rejoins_and_reopens_its_own_rocksdb_files(
+    http: dict[str, httpx.AsyncClient], platform: ServiceSupervisor, skus: list[str]
+) -> None:
+    """SIGSTOP past the session timeout: the group drops the worker; on SIGCONT faust rejoins and
+    is assigned every partition again in the same process, recovers its tables and goes on with
+    the RocksDB databases of its own folder (one reopened under RocksDB's lock, still held by the
+    same process, would make faust retry and give up after 30 s)."""
+    products = await make_products(http, skus)
+    group = f"{platform.env['ANALYTICS_CONSUMER_GROUP_PREFIX']}analytics"
+    log = platform.log_file(next(s for s in SERVICES if s.package == "analytics_service"))
+    recoveries = log.read_text(errors="replace").count('"analytics tables recovered"')
+    platform.send_signal("analytics", signal.SIGSTOP)
+    try:
+
+        async def dropped() -> bool:
+            return not (await groups.describe(platform.kafka_bootstrap, group)).members
+
+        await wait_until(dropped, timeout=60, interval=1)
+        ids = await post_orders(http, products, 30, seed=9)
+    finally:
+        platform.send_signal("analytics", signal.SIGCONT)
+
+    async def recovered_again() -> bool:
+        return log.read_text(errors="replace").count('"analytics tables recovered"') > recoveries
+
+    await wait_until(recovered_again, timeout=90, interval=0.5)
+    await all_terminal(http, ids)
+    await api_matches_recomputation(http, platform.kafka_bootstrap)
+    text = log.read_text(errors="replace")
+    assert "is locked" not in text
+    assert "retries timed out" not in text
 
 
 async def test_a_late_event_inside_the_grace_period_lands_in_its_own_window(
