@@ -97,12 +97,34 @@ def contribution(facts: Facts | None) -> Contribution:
     return out
 
 
-def percentile(sorted_values: list[int], q: float) -> int | None:
-    """Nearest-rank percentile: the smallest value with at least q of the values at or below it."""
-    if not sorted_values:
+# Latencies are counted per minute in buckets, not kept one by one (a list per minute for the
+# 25 h retention would hold every confirmed order's latency: 9 million at 100 orders/s). Exact
+# below 128 ms; above, 64 buckets per power of two, each reported as its middle: within 1/128
+# (0.8 %) of the true value. A minute holds at most a few hundred buckets whatever the rate.
+LATENCY_BUCKETS_PER_POWER = 64
+
+
+def latency_bucket(ms: int) -> int:
+    """The value a latency is counted as: itself below 128 ms, else the middle of its bucket."""
+    if ms < 2 * LATENCY_BUCKETS_PER_POWER:
+        return ms
+    shift = ms.bit_length() - LATENCY_BUCKETS_PER_POWER.bit_length()
+    return ((ms >> shift) << shift) + (1 << shift) // 2
+
+
+def percentile(counts: Mapping[int, int], q: float) -> int | None:
+    """Nearest-rank percentile of a histogram (value -> how many times it occurs): the smallest
+    value with at least q of the values at or below it."""
+    total = sum(counts.values())
+    if total <= 0:
         return None
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= rank:
+            return value
+    return None  # pragma: no cover - the counts add up to total
 
 
 def ratio(part: int, whole: int) -> float | None:
@@ -149,12 +171,12 @@ def by_category(c: Mapping[str, int], categories: Mapping[str, str]) -> dict[str
 
 
 def figures(
-    c: Mapping[str, int], latencies: Iterable[int] = (), categories: Mapping[str, str] = {}
+    c: Mapping[str, int], latencies: Mapping[int, int] = {}, categories: Mapping[str, str] = {}
 ) -> dict[str, Any]:
-    """The reported figures of one window (or of the totals) from its counters."""
+    """The reported figures of one window (or of the totals) from its counters and latencies
+    (a histogram of `latency_bucket` values)."""
     revenue = _by_prefix(c, "revenue:")
     confirmed = c.get("confirmed", 0)
-    lat = sorted(latencies)
     return {
         **{name: c.get(name, 0) for name in COUNTERS},
         "revenue": revenue,
@@ -169,10 +191,10 @@ def figures(
         ),
         "out_of_stock_rate": ratio(c.get("stock_rejected", 0), c.get("placed", 0)),
         "latency_ms": {
-            "count": len(lat),
-            "p50": percentile(lat, 0.5),
-            "p90": percentile(lat, 0.9),
-            "p99": percentile(lat, 0.99),
+            "count": sum(latencies.values()),
+            "p50": percentile(latencies, 0.5),
+            "p90": percentile(latencies, 0.9),
+            "p99": percentile(latencies, 0.99),
         },
     }
 
@@ -182,7 +204,7 @@ class Aggregates:
     """The sum of every order's contribution, per minute and since the start."""
 
     minutes: dict[int, Counter[str]] = field(default_factory=dict)
-    latencies: dict[int, list[int]] = field(default_factory=dict)
+    latencies: dict[int, Counter[int]] = field(default_factory=dict)  # minute -> histogram
     totals: Counter[str] = field(default_factory=Counter)
     version: int = 0
     horizon: int = 0  # minutes before this are forgotten (pruned)
@@ -220,16 +242,16 @@ class Aggregates:
             bucket.update({k: sign * v for k, v in counts.items()})
         if c.latency is not None and c.latency[0] >= self.horizon:
             minute, ms = c.latency
-            samples = self.latencies.setdefault(minute, [])
-            if sign > 0:
-                samples.append(ms)
-            elif ms in samples:
-                samples.remove(ms)
+            histogram = self.latencies.setdefault(minute, Counter())
+            value = latency_bucket(ms)
+            histogram[value] += sign
+            if histogram[value] <= 0:
+                del histogram[value]
 
-    def window(self, start: int, end: int) -> tuple[Counter[str], list[int]]:
-        """Counters and latency samples of the minutes in [start, end)."""
+    def window(self, start: int, end: int) -> tuple[Counter[str], Counter[int]]:
+        """Counters and latency histogram of the minutes in [start, end)."""
         total: Counter[str] = Counter()
-        lat: list[int] = []
+        lat: Counter[int] = Counter()
         if (end - start) // MINUTE_MS > len(self.minutes):
             minutes = sorted(m for m in self.minutes if start <= m < end)
         else:
@@ -237,7 +259,7 @@ class Aggregates:
         for minute in minutes:
             if (counts := self.minutes.get(minute)) is not None:
                 total.update(counts)
-                lat += self.latencies.get(minute, [])
+                lat.update(self.latencies.get(minute, {}))
         return total, lat
 
     def windows(self, size_min: int, since: int | None = None) -> list[dict[str, Any]]:
@@ -258,7 +280,7 @@ class Aggregates:
 
     def totals_figures(self) -> dict[str, Any]:
         """The running totals since the start of the log, with the top products."""
-        return figures(self.totals, (), self.categories) | {
+        return figures(self.totals, {}, self.categories) | {
             "top_products": top_products(self.totals)
         }
 

@@ -16,7 +16,10 @@ class Settings(ServiceSettings):
     service_name: str = "analytics"
     database_url: SecretStr = SecretStr(local_database_url("analytics"))
     http_port: int = 8002
-    data_dir: Path = Path(".var/analytics")
+    data_dir: Path = Field(
+        default=Path(".var/analytics"),
+        description="Local table state (RocksDB), one folder per process: never shared.",
+    )
     grace_s: int = Field(default=600, ge=0, description="How late an event may be for its window.")
     retention_h: int = Field(default=25, ge=1, description="How long per-minute windows are kept.")
     push_interval_ms: int = Field(default=500, ge=50, description="Dashboard update cadence.")
@@ -24,6 +27,15 @@ class Settings(ServiceSettings):
     fold_batch_max: int = Field(default=1000, ge=1, description="Events folded per batch, at most.")
     fold_batch_ms: int = Field(
         default=50, ge=1, description="How long a batch waits for more events (freshness cost)."
+    )
+    rocksdb_cache_mb: int = Field(
+        default=16, ge=1, description="Block cache shared by every table partition (RocksDB)."
+    )
+    rocksdb_memtables_mb: int = Field(
+        default=16, ge=1, description="Unflushed writes of all table partitions together, at most."
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        default=4, ge=1, description="One table partition's memtable: flushed to disk when full."
     )
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="How soon a crashed worker's partitions are taken over."

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import shutil
 import time
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import faust
 from prometheus_client import Counter, Gauge
@@ -18,6 +21,7 @@ from prometheus_client import Counter, Gauge
 from analytics_service.domain import Aggregates
 from analytics_service.fold import SOURCE_TOPICS, TABLES, Fold, WriteBehind, changelog_topic
 from analytics_service.settings import Settings
+from analytics_service.tablestore import BoundedOptions, Table
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
@@ -32,8 +36,20 @@ CHANGELOG_WRITES = Counter(
     "analytics_changelog_writes_total", "Table keys written (one changelog record each)."
 )
 RECOVERED = Gauge("analytics_orders_in_table", "Orders known to the analytics tables.")
+ROCKSDB_CACHE = Gauge("analytics_rocksdb_cache_bytes", "The tables' shared RocksDB block cache.")
+ROCKSDB_MEMTABLES = Gauge(
+    "analytics_rocksdb_memtable_bytes",
+    "Memory of the tables' RocksDB memtables (unflushed writes).",
+)
 
-__all__ = ["SOURCE_TOPICS", "TABLES", "AnalyticsStream"]
+__all__ = ["SOURCE_TOPICS", "TABLES", "AnalyticsStream", "DataDirInUse"]
+
+# Written when the app stopped cleanly (every changelog record it wrote was acknowledged).
+CLEAN_STOP = "clean-stop"
+
+
+class DataDirInUse(RuntimeError):
+    """Another process holds this app's local table state."""
 
 
 class AnalyticsStream:
@@ -45,6 +61,12 @@ class AnalyticsStream:
         self.recovered = asyncio.Event()
         self.stopping = asyncio.Event()
         self.app: Any = None
+        self._lock: IO[bytes] | None = None
+
+    @property
+    def local_dir(self) -> Path:
+        """This app id's local state: faust's data dir (its tables under v1/tables)."""
+        return self.settings.data_dir / self.settings.app_id
 
     @property
     def aggregates(self) -> Aggregates:
@@ -52,12 +74,13 @@ class AnalyticsStream:
 
     def build(self, replication_factor: int = 1) -> Any:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.local_dir.mkdir(parents=True, exist_ok=True)
         app = faust.App(
             s.app_id,
             broker=[f"kafka://{h.strip()}" for h in s.kafka_bootstrap_servers.split(",")],
-            store="memory://",
-            datadir=str(s.data_dir),
+            # On disk (RocksDB through rocksdict): the orders table grows with the log.
+            store="rocksdb://",
+            datadir=str(self.local_dir),
             web_enabled=False,
             autodiscover=False,
             topic_partitions=SAGA_PARTITIONS,
@@ -79,7 +102,12 @@ class AnalyticsStream:
             "partitions": SAGA_PARTITIONS,
             "use_partitioner": True,
         }
-        tables = {name: app.Table(name, **table_options) for name in TABLES}
+        options = BoundedOptions(s)
+        ROCKSDB_CACHE.set_function(options.cache.get_usage)
+        ROCKSDB_MEMTABLES.set_function(options.write_buffers.get_usage)
+        tables = {name: Table(app, name, options, **table_options) for name in TABLES}
+        for table in tables.values():
+            app.tables.add(table)
         behind = {name: WriteBehind(table) for name, table in tables.items()}
         aggregates = self.fold.aggregates
         self.fold = Fold(s.grace_s * 1000, behind)
@@ -148,6 +176,40 @@ class AnalyticsStream:
             self.settings.kafka_bootstrap_servers, specs, client=client_options(self.settings)
         )
 
+    def claim_local_state(self, tables: Path) -> None:
+        """Lock this app's data dir for the process; keep its tables only after a clean stop.
+
+        Local RocksDB state may hold writes whose changelog records were never acknowledged (a
+        crash between the two): a restart would keep them while the changelog lacks them, so
+        the next recovery elsewhere would differ. After anything but a clean stop the tables
+        are rebuilt from the changelog instead, as with an empty folder.
+        """
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.local_dir / "lock").open("wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DataDirInUse(
+                f"{self.local_dir} is in use by another process: give each analytics "
+                "process its own ANALYTICS_DATA_DIR"
+            ) from None
+        self._lock = lock
+        clean = self.local_dir / CLEAN_STOP
+        if clean.exists():
+            clean.unlink()
+            log.info("analytics local tables kept", path=str(tables))
+        elif tables.exists():
+            shutil.rmtree(tables)
+            log.warning("analytics local tables discarded: the last run did not stop cleanly")
+
+    def release_local_state(self, clean: bool) -> None:
+        if clean:
+            (self.local_dir / CLEAN_STOP).touch()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Run the faust app until `stopping` is set; prune old minutes as time goes by."""
         self.stopping = stopping
@@ -155,14 +217,20 @@ class AnalyticsStream:
         app = self.build(
             await cluster_replication_factor(s.kafka_bootstrap_servers, client_options(s))
         )
+        self.claim_local_state(Path(app.conf.tabledir))
         await self.create_changelogs()
-        await app.start()
-        log.info("analytics stream started", app_id=self.settings.app_id)
+        clean = False
         try:
-            while not stopping.is_set():
-                self.fold.prune(int(time.time() * 1000), self.settings.retention_h)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), 60)
+            await app.start()
+            log.info("analytics stream started", app_id=self.settings.app_id)
+            try:
+                while not stopping.is_set():
+                    self.fold.prune(int(time.time() * 1000), self.settings.retention_h)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), 60)
+            finally:
+                await app.stop()
+                log.info("analytics stream stopped")
+            clean = not app.crashed
         finally:
-            await app.stop()
-            log.info("analytics stream stopped")
+            self.release_local_state(clean)

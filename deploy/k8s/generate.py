@@ -64,6 +64,15 @@ SIZING: Mapping[str, Sizing] = {
     "analytics": Sizing(1, 2, "250m", "384Mi", "768Mi"),
 }
 
+# Where analytics keeps its RocksDB tables: a volume of its own per pod (emptyDir: it outlives a
+# container restart, so a clean restart recovers only the changelog's tail).
+ANALYTICS_DATA = "/var/lib/shop/analytics"
+
+
+def local_state(svc: ServiceDef) -> bool:
+    return svc.package == "analytics_service"
+
+
 # Waits until the topics the Strimzi topic operator creates exist with leaders: a service that
 # started first would create them itself with replication factor 1 (what the local stack wants).
 WAIT_FOR_TOPICS = """\
@@ -126,6 +135,8 @@ def config_map(svc: ServiceDef) -> Doc:
         # production refuses a placeholder signing key: the pods fail fast until it is replaced
         env_name(svc, "environment"): "production",
     }
+    if local_state(svc):
+        data[env_name(svc, "data_dir")] = ANALYTICS_DATA
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -198,6 +209,11 @@ def deployment(svc: ServiceDef) -> Doc:
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}},
         "securityContext": container_security(),
     }
+    mounts: list[Doc] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[Doc] = [{"name": "tmp", "emptyDir": {}}]
+    if local_state(svc):
+        mounts.append({"name": "data", "mountPath": ANALYTICS_DATA})
+        volumes.append({"name": "data", "emptyDir": {}})
     container = {
         "name": svc.database,
         "image": IMAGE,
@@ -214,7 +230,7 @@ def deployment(svc: ServiceDef) -> Doc:
             "limits": {"memory": size.memory_limit},
         },
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     return {
         "apiVersion": "apps/v1",
@@ -246,7 +262,7 @@ def deployment(svc: ServiceDef) -> Doc:
                     "terminationGracePeriodSeconds": 30,
                     "initContainers": [wait],
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

@@ -7,7 +7,8 @@ A service may run as several replicas (`shop up --replicas inventory=3`): proces
 settings, so the same consumer group, each on its own HTTP port. Replica 0 keeps the service's
 port, pid file and log; replica k listens on port + k * REPLICA_PORT_STEP (the services' own
 ports are consecutive, so consecutive replica ports would collide) unless ports are given, and
-has `<package>.<k>.pid` and `<package>.<k>.log`.
+has `<package>.<k>.pid` and `<package>.<k>.log`; every analytics process gets a table folder of its
+own (`analytics`, `analytics.<k>` under the data dir): RocksDB files are never shared.
 """
 
 from __future__ import annotations
@@ -153,6 +154,12 @@ class ServiceSupervisor:
             **(
                 {f"{p}GATEWAY_STATE_PATH": str(self.data_dir / "payment-gateway.sqlite3")}
                 if svc.package == "payment_service"
+                else {}
+            ),
+            # each analytics process its own RocksDB tables: two must never open the same files
+            **(
+                {f"{p}DATA_DIR": str(self.data_dir / f"analytics{self._suffix(replica)}")}
+                if svc.package == "analytics_service"
                 else {}
             ),
             **self.env,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from analytics_service.domain import (
     MINUTE_MS,
     Aggregates,
     Facts,
+    latency_bucket,
     low_stock_after_level,
     low_stock_detected,
     percentile,
@@ -89,7 +91,8 @@ def test_a_confirmed_order_counts_its_revenue_units_and_latency_in_the_minute_it
     assert second["start"] == T0 + MINUTE_MS
     assert second["revenue"] == {"USD": 1300}
     assert second["units"] == 3
-    assert second["latency_ms"] == {"count": 1, "p50": 55_000, "p90": 55_000, "p99": 55_000}
+    # 55 s is counted in the bucket [54 784, 55 296) ms and reported as its middle
+    assert second["latency_ms"] == {"count": 1, "p50": 55_040, "p90": 55_040, "p99": 55_040}
     totals = fold.aggregates.summary(T0 + 2 * MINUTE_MS, "15m")["totals"]
     assert totals["top_products"]["by_revenue"][0] == {
         "sku": "A",
@@ -212,14 +215,38 @@ def test_units_and_revenue_add_up_per_category_by_the_current_catalog() -> None:
 
 
 def test_percentiles_use_the_nearest_rank() -> None:
-    values = list(range(1, 101))
+    values = Counter(range(1, 101))
     assert (percentile(values, 0.5), percentile(values, 0.9), percentile(values, 0.99)) == (
         50,
         90,
         99,
     )
-    assert percentile([7], 0.99) == 7
-    assert percentile([], 0.5) is None
+    assert percentile({7: 1}, 0.99) == 7
+    assert percentile({3: 9, 8: 1}, 0.9) == 3
+    assert percentile({3: 9, 8: 1}, 0.91) == 8
+    assert percentile({}, 0.5) is None
+
+
+def test_a_latency_is_counted_exactly_below_128_ms_and_within_0_8_percent_above() -> None:
+    assert [latency_bucket(ms) for ms in (0, 1, 127)] == [0, 1, 127]
+    for ms in [*range(128, 5000), *range(5000, 3_600_000, 997)]:
+        assert abs(latency_bucket(ms) - ms) <= ms / 128, ms
+    assert len({latency_bucket(ms) for ms in range(1024, 2048)}) == 64
+    assert latency_bucket(-5) == -5  # clocks of two producers may disagree
+
+
+def test_a_minute_of_latencies_keeps_buckets_not_samples() -> None:
+    aggregates = Aggregates()
+    facts = [
+        {"placed": [T0, "USD", 100, []], "confirmed": [T0 + 1_000 + i % 7_000, "USD", 100]}
+        for i in range(50_000)
+    ]
+    aggregates.rebuild(facts)
+    (histogram,) = aggregates.latencies.values()
+    assert sum(histogram.values()) == 50_000
+    assert len(histogram) <= 4 * 64  # 1-8 s: three powers of two, 64 buckets each
+    aggregates.replace(facts[0], None)
+    assert sum(histogram.values()) == 49_999
 
 
 def test_a_low_stock_alert_clears_once_available_reaches_the_threshold() -> None:

@@ -1,0 +1,56 @@
+"""analytics' local table folder: one process at a time, kept only after a clean stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analytics_service.settings import Settings
+from analytics_service.stream import CLEAN_STOP, AnalyticsStream, DataDirInUse
+from analytics_service.tablestore import BoundedOptions
+
+
+def stream(data_dir: Path) -> AnalyticsStream:
+    return AnalyticsStream(Settings(data_dir=data_dir))
+
+
+def test_a_second_process_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    first = stream(tmp_path)
+    first.claim_local_state(tmp_path / "tables")
+    with pytest.raises(DataDirInUse, match="ANALYTICS_DATA_DIR"):
+        stream(tmp_path).claim_local_state(tmp_path / "tables")
+    first.release_local_state(clean=True)
+    second = stream(tmp_path)
+    second.claim_local_state(tmp_path / "tables")
+    second.release_local_state(clean=False)
+
+
+def test_tables_are_kept_after_a_clean_stop_and_discarded_after_a_crash(tmp_path: Path) -> None:
+    s = stream(tmp_path)
+    tables = s.local_dir / "v1" / "tables"
+    s.claim_local_state(tables)
+    (tables / "orders-0.db").mkdir(parents=True)
+    s.release_local_state(clean=True)
+    assert (s.local_dir / CLEAN_STOP).exists()
+
+    s.claim_local_state(tables)
+    assert (tables / "orders-0.db").exists()
+    assert not (s.local_dir / CLEAN_STOP).exists(), "a crash from here on must not look clean"
+    s.release_local_state(clean=False)
+
+    s.claim_local_state(tables)
+    assert not tables.exists()
+    s.release_local_state(clean=False)
+
+
+def test_every_database_shares_one_cache_and_one_memtable_budget(tmp_path: Path) -> None:
+    options = BoundedOptions(Settings(rocksdb_cache_mb=8, rocksdb_memtables_mb=2))
+    dbs = [options.open(tmp_path / f"t-{p}.db") for p in range(3)]
+    for p, db in enumerate(dbs):
+        db.put(b"k%d" % p, b"x" * 100_000)
+    assert [db.get(b"k%d" % p) for p, db in enumerate(dbs)] == [b"x" * 100_000] * 3
+    assert 0 < options.write_buffers.get_usage() <= 2 * 1024 * 1024
+    assert options.write_buffers.get_buffer_size() == 2 * 1024 * 1024
+    for db in dbs:
+        db.close()
