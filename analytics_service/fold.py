@@ -11,6 +11,7 @@ then kept up to date record by record.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -58,33 +59,65 @@ def table_digest(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _DELETED = object()
+_MISSING = object()
 
 
 class WriteBehind(MutableMapping[str, Any]):
-    """A table whose writes wait in memory until `flush`, which writes each changed key once.
+    """A table whose writes wait in memory until `flush`, which writes each changed key once,
+    and whose recently used keys are read from memory.
 
     Over a faust table every write is a changelog record; a batch of events updates the same
     keys again and again (a partition's watermark on every event, an order's facts on each of
     its events), and only the last value of each needs to reach the changelog. Reads see the
-    pending writes."""
+    pending writes.
 
-    def __init__(self, table: Table) -> None:
+    The table itself is on disk (RocksDB): a read costs a lookup and a JSON decode, and an
+    order's facts are read once for each of its events, all within the few seconds of its saga.
+    The last `cached` keys read or written are kept (least recently used out), so those reads
+    stay in memory while memory stays bounded. The fold is the table's only writer; `forget`
+    drops the cache when the table may have been changed under it (a recovery)."""
+
+    def __init__(self, table: Table, cached: int = 0) -> None:
         self.table = table
         self._pending: dict[str, Any] = {}
+        self._cached = cached
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+
+    def _read(self, key: str) -> Any:
+        """The table's value (`_MISSING` when it has none), through the cache."""
+        cache = self._cache
+        value = cache.get(key, cache)
+        if value is not cache:
+            cache.move_to_end(key)
+            return value
+        value = self.table.get(key, _MISSING)
+        if self._cached:
+            self._remember(key, value)
+        return value
+
+    def _remember(self, key: str, value: Any) -> None:
+        cache = self._cache
+        cache[key] = value
+        cache.move_to_end(key)
+        if len(cache) > self._cached:
+            cache.popitem(last=False)
+
+    def forget(self) -> None:
+        self._cache.clear()
 
     def __getitem__(self, key: str) -> Any:
         value = self._pending.get(key, self)
         if value is self:
-            return self.table[key]
-        if value is _DELETED:
+            value = self._read(key)
+        if value is _DELETED or value is _MISSING:
             raise KeyError(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._pending.get(key, self)
         if value is self:
-            return self.table.get(key, default)
-        return default if value is _DELETED else value
+            value = self._read(key)
+        return default if value is _DELETED or value is _MISSING else value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._pending[key] = value
@@ -95,8 +128,12 @@ class WriteBehind(MutableMapping[str, Any]):
         self._pending[key] = _DELETED
 
     def __contains__(self, key: object) -> bool:
-        value = self._pending.get(key, self)  # type: ignore[call-overload]
-        return key in self.table if value is self else value is not _DELETED
+        if not isinstance(key, str):
+            return False
+        value = self._pending.get(key, self)
+        if value is self:
+            value = self._read(key)
+        return value is not _DELETED and value is not _MISSING
 
     def __iter__(self) -> Iterator[str]:
         for key in self.table:
@@ -116,8 +153,11 @@ class WriteBehind(MutableMapping[str, Any]):
             if value is _DELETED:
                 if key in self.table:
                     del self.table[key]
+                self._cache.pop(key, None)
             else:
                 self.table[key] = value
+                if self._cached:
+                    self._remember(key, value)
         return len(pending)
 
 

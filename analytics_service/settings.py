@@ -28,6 +28,12 @@ class Settings(ServiceSettings):
     fold_batch_ms: int = Field(
         default=50, ge=1, description="How long a batch waits for more events (freshness cost)."
     )
+    table_cache_keys: int = Field(
+        default=10_000,
+        ge=0,
+        description="Table keys kept in memory, most recently used (an order's facts are read "
+        "once per event of its saga; the tables themselves are on disk).",
+    )
     rocksdb_cache_mb: int = Field(
         default=16, ge=1, description="Block cache shared by every table partition (RocksDB)."
     )

@@ -62,6 +62,7 @@ class AnalyticsStream:
         self.stopping = asyncio.Event()
         self.app: Any = None
         self._lock: IO[bytes] | None = None
+        self._behind: dict[str, WriteBehind] = {}
 
     @property
     def local_dir(self) -> Path:
@@ -108,11 +109,18 @@ class AnalyticsStream:
         tables = {name: Table(app, name, options, **table_options) for name in TABLES}
         for table in tables.values():
             app.tables.add(table)
-        behind = {name: WriteBehind(table) for name, table in tables.items()}
+        behind = {name: WriteBehind(table, s.table_cache_keys) for name, table in tables.items()}
+        self._behind = behind
         aggregates = self.fold.aggregates
         self.fold = Fold(s.grace_s * 1000, behind)
         self.fold.aggregates = aggregates
         tables["orders"].on_recover(self._on_recovered)
+
+        def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self._forget_cached()
+
+        app.on_partitions_revoked.connect(revoked)
+
         source = app.topic(*SOURCE_TOPICS, key_serializer="raw", value_serializer="raw")
 
         # Events are folded in batches (up to fold_batch_max, or what came within fold_batch_ms):
@@ -130,7 +138,13 @@ class AnalyticsStream:
         self.app = app
         return app
 
+    def _forget_cached(self, *_: Any, **__: Any) -> None:
+        """The tables may have changed under their caches (recovered, or partitions moved)."""
+        for table in self._behind.values():
+            table.forget()
+
     async def _on_recovered(self) -> None:
+        self._forget_cached()
         self.fold.recovered()
         RECOVERED.set(len(self.fold.orders))
         self.recovered.set()

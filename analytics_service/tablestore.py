@@ -20,6 +20,7 @@ the folder is kept). Two changes, both to faust's `stores.rocksdb` classes:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import faust
@@ -66,8 +67,12 @@ class BoundedOptions(rocksdb.RocksDBOptions):
         return options
 
 
+@functools.lru_cache(maxsize=16_384)
 def key_partition(key: bytes, partitions: int) -> int:
-    """The partition the changelog producer puts a key's record on (aiokafka's default)."""
+    """The partition the changelog producer puts a key's record on (aiokafka's default).
+
+    Kept for the recently used keys: aiokafka's murmur2 is pure Python (5 % of analytics' CPU
+    when computed on every table read and write)."""
     partition: int = _partitioner(key, list(range(partitions)), [])
     return partition
 

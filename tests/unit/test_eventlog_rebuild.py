@@ -182,3 +182,63 @@ def test_a_write_behind_table_shows_its_pending_writes_and_writes_each_key_once(
     assert table == {"kept": "k2", "new": 2}
     assert table.writes == 3  # "new" once, although it was set twice
     assert behind_table.flush() == 0
+
+
+class ReadCountingTable(CountingTable):
+    """Also counts reads: each one a RocksDB lookup and a JSON decode in the live service."""
+
+    reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_cached_write_behind_table_reads_each_recent_key_from_the_table_once() -> None:
+    records = saga_records(150)
+    plain = {name: CountingTable() for name in TABLES}
+    one_by_one = Fold(600_000, plain)
+    uncached_raw = {name: ReadCountingTable() for name in TABLES}
+    cached_raw = {name: ReadCountingTable() for name in TABLES}
+    uncached = {name: WriteBehind(table) for name, table in uncached_raw.items()}
+    cached = {name: WriteBehind(table, cached=10_000) for name, table in cached_raw.items()}
+    folds = [Fold(600_000, uncached), Fold(600_000, cached)]
+    for start in range(0, len(records), 37):
+        for record in records[start : start + 37]:
+            one_by_one.apply(*record)
+            for fold in folds:
+                fold.apply(*record)
+        for tables in (uncached, cached):
+            for table in tables.values():
+                table.flush()
+    for raw in (uncached_raw, cached_raw):
+        assert {n: dict(t) for n, t in raw.items()} == {n: dict(t) for n, t in plain.items()}
+    for fold in folds:
+        assert compare(state(one_by_one), state(fold)).ok
+    keys = sum(len(t) for t in cached_raw.values())
+    # every key read from the table at most once (its first read, before it was written)
+    assert sum(t.reads for t in cached_raw.values()) <= keys
+    assert sum(t.reads for t in uncached_raw.values()) > 3 * keys
+
+
+def test_the_cache_of_a_write_behind_table_is_bounded_and_can_be_dropped() -> None:
+    table = ReadCountingTable(a=1, b=2, c=3)
+    behind_table = WriteBehind(table, cached=2)
+    assert [behind_table.get(k) for k in "abc"] == [1, 2, 3]
+    assert table.reads == 3
+    assert behind_table.get("c") == 3  # kept
+    assert behind_table.get("b") == 2
+    assert table.reads == 3
+    assert behind_table.get("a") == 1  # the least recently used, dropped for c
+    assert table.reads == 4
+    assert "missing" not in behind_table
+    assert "missing" not in behind_table  # a key the table lacks is kept as lacking
+    assert table.reads == 5
+    behind_table["b"] = 20
+    del behind_table["a"]
+    behind_table.flush()
+    assert (behind_table.get("b"), behind_table.get("a", "gone")) == (20, "gone")
+    table["b"] = 200  # changed under the cache (as a recovery does)
+    assert behind_table["b"] == 20
+    behind_table.forget()
+    assert behind_table["b"] == 200
