@@ -127,8 +127,12 @@ async def fold_log(
     topics: Iterable[str] = SOURCE_TOPICS,
     progress: Progress | None = None,
     workers: int | None = None,
+    now_ms: int | None = None,
 ) -> Rebuilt:
     """Fold the whole log of the source topics, up to the end offsets taken now.
+
+    The minutes older than `retention_h` before `now_ms` (default: the time the fold ends) are
+    pruned, as the live service prunes them.
 
     The partitions are shared among `workers` processes (default: one per CPU), each folding
     whole partitions into tables of its own; their tables are then merged. That is the same
@@ -154,7 +158,7 @@ async def fold_log(
     fold = _merged(parts, grace_s * 1000)
     fold.recovered()
     fold.live = True  # a catch-up, if any, keeps the aggregates up to date
-    fold.prune(int(time.time() * 1000), retention_h)
+    fold.prune(int(time.time() * 1000) if now_ms is None else now_ms, retention_h)
     return Rebuilt(
         app_id,
         fold,

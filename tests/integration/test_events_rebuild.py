@@ -134,6 +134,9 @@ async def test_a_fold_shared_among_processes_is_the_fold_of_one_process(
         ),
     )
     names = [s.name for s in specs]
+    # one clock for every fold: folds on either side of a minute boundary would prune to
+    # different horizons
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
 
     async def fold(workers: int) -> rebuilding.Rebuilt:
         return await rebuilding.fold_log(
@@ -143,6 +146,7 @@ async def test_a_fold_shared_among_processes_is_the_fold_of_one_process(
             retention_h=25,
             topics=names,
             workers=workers,
+            now_ms=now_ms,
         )
 
     one = await fold(1)
