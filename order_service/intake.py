@@ -64,7 +64,6 @@ class Answer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     order: Order | None = None
-    messages: tuple[Message, ...] = ()
 
 
 def _problem(status: int, detail: str, **headers: str) -> Answer:
@@ -172,7 +171,7 @@ async def place(
             response = orjson.dumps({"body": body, "location": location}).decode()
             kept_answer = ((r.customer_id, r.idempotency_key), r.request_hash, 202, response)
         placements.append(repository.Placement(order, priced, kept_answer))
-        answers[i] = Answer(202, body, {"Location": location}, order, tuple(said))
+        answers[i] = Answer(202, body, {"Location": location}, order)
     if placements:
         outgoing = outbox.outbox_columns([(m, wrap(m, producer=service)) for m in messages])
         await repository.place_orders(conn, placements, outgoing, outbox.notify_channel(service))
