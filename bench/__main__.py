@@ -68,9 +68,35 @@ def pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# Groups whose first pid is the root of a process tree whose members come and go (PostgreSQL's
+# backends): their CPU is read from the tree as it is at each sample, plus what the root has reaped.
+TREES = frozenset({"postgres"})
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of a process and everything under it, including children that have exited: the kernel
+    adds a reaped child's time to its parent's children_user/children_system. Counting a fixed list
+    of pids instead lost a backend's time when it exited (negative figures) and never saw one that
+    started later (the monolith's pool)."""
+    proc = psutil.Process(root)
+    with proc.oneshot():
+        t = proc.cpu_times()
+        total: float = t.user + t.system + t.children_user + t.children_system
+        children = proc.children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+    return total
+
+
 def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, group in pids.items():
+        if name in TREES and group:
+            with contextlib.suppress(psutil.Error):
+                out[name] = tree_cpu_seconds(group[0])
+            continue
         total = 0.0
         for pid in group:
             try:
