@@ -229,12 +229,15 @@ async def freshness(probe: FreshnessProbe, started: float, ended: float) -> dict
     """Terminal event time -> visible in the analytics API, for the step's terminal events."""
     await probe.drained(timeout_s=30)
     values = probe.freshness_ms(started, ended)
+    trailing = probe.tracker_delay_ms(started, ended)
     return {
         "p50": pct(values, 0.50),
         "p99": pct(values, 0.99),
         "max": max(values) if values else None,
         "events": len(values),
         "not_visible_after_30s": probe.unseen(),
+        # not part of freshness: how late the load generator itself read the terminal events
+        "tracker_delay_p99": pct(trailing, 0.99),
     }
 
 

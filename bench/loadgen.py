@@ -7,12 +7,12 @@ growing latency instead of a politely slower client (the coordinated-omission tr
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -176,6 +176,8 @@ class TerminalTracker:
         self.terminal: dict[str, tuple[str, float]] = {}
         # (partition, offset, event time) of each terminal event, in the order read
         self.terminal_records: list[tuple[int, int, float]] = []
+        # (event time, when this tracker read it): how far the load generator trails the log
+        self.read_at: list[tuple[float, float]] = []
         self._waiting: dict[str, Sent] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -211,6 +213,7 @@ class TerminalTracker:
                     at = _epoch(env["occurred_at"])
                     self.terminal[order_id] = (outcome, at)
                     self.terminal_records.append((rec.partition, rec.offset, at))
+                    self.read_at.append((at, time.time()))
                     sent = self._waiting.pop(order_id, None)
                     if sent is not None:
                         sent.outcome, sent.terminal_at = outcome, at
@@ -229,9 +232,15 @@ class TerminalTracker:
 
 
 class FreshnessProbe:
-    """How long a terminal event takes to show in the analytics figures: polls the analytics
-    service's /api/positions and stamps each terminal event the tracker saw once the analytics
-    fold has read past its offset. Freshness = that moment - the event's time."""
+    """How long a terminal event takes to show in the analytics figures.
+
+    Polls the analytics service's /api/positions every `interval_s` and keeps when each
+    partition's folded position moved. A terminal event (partition, offset, event time), as the
+    tracker read it, became visible at the first poll whose position is past its offset.
+    Freshness = that moment - the event's time. Matching after the fact keeps the tracker's own
+    delay out of the figure: the event was visible when analytics showed it, whenever the load
+    generator got to read it.
+    """
 
     def __init__(
         self,
@@ -244,11 +253,12 @@ class FreshnessProbe:
         self._tracker = tracker
         self._topic = topic
         self._interval_s = interval_s
-        self._cursor = 0
-        self._pending: dict[int, deque[tuple[int, float]]] = {}
-        self.visible: list[tuple[float, float]] = []  # (event time, seen in analytics)
+        # per partition: the times of the polls that saw its position move, and those positions
+        self._moved_at: dict[int, list[float]] = {}
+        self._moved_to: dict[int, list[int]] = {}
         self.polls = 0
-        self._drained = asyncio.Event()
+        self._polled = asyncio.Event()
+        self._cursor = 0  # terminal records before it are all visible
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -263,39 +273,57 @@ class FreshnessProbe:
     async def _run(self) -> None:
         async with httpx.AsyncClient(timeout=5.0) as client:
             while True:
-                records = self._tracker.terminal_records
-                for partition, offset, at in records[self._cursor :]:
-                    self._pending.setdefault(partition, deque()).append((offset, at))
-                self._cursor = len(records)
-                if any(self._pending.values()):
-                    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                        r = await client.get(self._url)
-                        now = time.time()
-                        self.polls += 1
-                        self._mark(r.json()["positions"], now)
-                if not self.unseen():
-                    self._drained.set()
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    r = await client.get(self._url)
+                    self.record(r.json()["positions"], time.time())
+                self._polled.set()
                 await asyncio.sleep(self._interval_s)
 
-    def _mark(self, positions: dict[str, int], now: float) -> None:
-        for partition, queue in self._pending.items():
-            folded = positions.get(f"{self._topic}/{partition}", 0)
-            while queue and queue[0][0] < folded:
-                _, at = queue.popleft()
-                self.visible.append((at, now))
+    def record(self, positions: dict[str, int], now: float) -> None:
+        """One poll's answer: `{"<topic>/<partition>": next offset to fold}` seen at `now`."""
+        self.polls += 1
+        prefix = self._topic + "/"
+        for key, position in positions.items():
+            if not key.startswith(prefix):
+                continue
+            partition = int(key[len(prefix) :])
+            moved_to = self._moved_to.setdefault(partition, [])
+            if not moved_to or position > moved_to[-1]:
+                moved_to.append(position)
+                self._moved_at.setdefault(partition, []).append(now)
+
+    def visible_at(self, partition: int, offset: int) -> float | None:
+        """When the first poll saw the fold past `offset` on `partition` (None: not yet)."""
+        moved_to = self._moved_to.get(partition, [])
+        i = bisect.bisect_right(moved_to, offset)
+        return self._moved_at[partition][i] if i < len(moved_to) else None
 
     def freshness_ms(self, started: float, ended: float) -> list[float]:
-        """Freshness of the terminal events whose event time falls in [started, ended]."""
-        return [(seen - at) * 1000 for at, seen in self.visible if started <= at <= ended]
+        """Freshness of the visible terminal events whose event time is in [started, ended]."""
+        out = []
+        for partition, offset, at in self._tracker.terminal_records:
+            if started <= at <= ended and (seen := self.visible_at(partition, offset)) is not None:
+                out.append((seen - at) * 1000)
+        return out
+
+    def tracker_delay_ms(self, started: float, ended: float) -> list[float]:
+        """How late the tracker read the terminal events whose event time is in the window."""
+        return [(read - at) * 1000 for at, read in self._tracker.read_at if started <= at <= ended]
+
+    def unseen(self) -> int:
+        """Terminal events read so far that analytics has not shown yet."""
+        records = self._tracker.terminal_records
+        while self._cursor < len(records) and self.visible_at(*records[self._cursor][:2]):
+            self._cursor += 1
+        return sum(1 for p, o, _ in records[self._cursor :] if self.visible_at(p, o) is None)
 
     async def drained(self, timeout_s: float) -> None:
         """Wait until every terminal event read so far is visible (or the timeout passes)."""
-        self._drained.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
-
-    def unseen(self) -> int:
-        return sum(len(q) for q in self._pending.values())
+        deadline = time.monotonic() + timeout_s
+        while self.unseen() and (left := deadline - time.monotonic()) > 0:
+            self._polled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._polled.wait(), left)
 
 
 def _epoch(iso: str) -> float:
