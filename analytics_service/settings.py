@@ -28,6 +28,13 @@ class Settings(ServiceSettings):
     fold_batch_ms: int = Field(
         default=50, ge=1, description="How long a batch waits for more events (freshness cost)."
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=1500,
+        description="How long the broker may hold a fetch that found nothing (faust's is 1500): "
+        "while it waits, partitions with traffic are not fetched again.",
+    )
     table_cache_keys: int = Field(
         default=10_000,
         ge=0,

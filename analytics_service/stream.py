@@ -22,6 +22,7 @@ from analytics_service.domain import Aggregates
 from analytics_service.fold import SOURCE_TOPICS, TABLES, Fold, WriteBehind, changelog_topic
 from analytics_service.settings import Settings
 from analytics_service.tablestore import BoundedOptions, Table
+from analytics_service.transport import use_fetch_wait
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
@@ -95,6 +96,7 @@ class AnalyticsStream:
             # the changelog is only read on recovery, so 20 ms more costs no freshness).
             producer_linger=0.02,
         )
+        use_fetch_wait(app, s.fetch_max_wait_ms)
         # use_partitioner: changelog records are placed by key rather than by the source record's
         # partition (faust's co-partitioning check misreads the changelog as having 0 partitions
         # on this broker). One worker holds every partition, so recovery reads them all.

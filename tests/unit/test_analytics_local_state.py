@@ -54,3 +54,16 @@ def test_every_database_shares_one_cache_and_one_memtable_budget(tmp_path: Path)
     assert options.write_buffers.get_buffer_size() == 2 * 1024 * 1024
     for db in dbs:
         db.close()
+
+
+async def test_the_worker_consumer_waits_at_most_the_fetch_wait_setting(tmp_path: Path) -> None:
+    """faust's driver fixes 1500 ms; a fetch of quiet partitions held that long kept the busy
+    ones from being fetched again (analytics trailed its topics by over a second)."""
+    s = AnalyticsStream(Settings(data_dir=tmp_path, fetch_max_wait_ms=80))
+    app = s.build()
+    thread = app.consumer._thread
+    kafka = thread._create_worker_consumer(app.transport)
+    try:
+        assert kafka._fetch_max_wait_ms == 80
+    finally:
+        await kafka._client.close()
