@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shlex
+import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import httpx
+import orjson
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -79,19 +84,29 @@ def _where_to_look(sup: ServiceSupervisor) -> Table:
     return table
 
 
+def _shop_command() -> str:
+    """How to call `shop` from the caller's shell: the running executable when it is `shop`."""
+    argv0 = Path(sys.argv[0])
+    return shlex.quote(str(argv0)) if argv0.name == "shop" else "shop"
+
+
 def _try_it(sup: ServiceSupervisor) -> str:
+    """Two commands that place an order, as a client does: mint a token, post with it."""
+    body = orjson.dumps(
+        {
+            "lines": [{"sku": "SKU-0001", "quantity": 1}],
+            "currency": "USD",
+            "payment_token": "tok_approve",
+        }
+    ).decode()
     return (
-        f"Try: curl -si -XPOST {sup.url('order')}/orders -H 'content-type: application/json' "
-        """-d '{"customer_id":"c1","lines":[{"sku":"SKU-0001","quantity":1}],"""
-        """"currency":"USD","payment_token":"tok_approve"}'"""
+        f"Try: TOKEN=$({_shop_command()} token --customer alice)\n"
+        f'     curl -si -XPOST {sup.url("order")}/orders -H "Authorization: Bearer $TOKEN" '
+        f"-H 'content-type: application/json' -d '{body}'"
     )
 
 
-def _start(
-    data: Path, seed: bool, replicas: dict[str, int] | None = None
-) -> tuple[LocalStack, ServiceSupervisor]:
-    stack = LocalStack(data)
-    sup = supervisor(stack, data, replicas)
+def _start(stack: LocalStack, sup: ServiceSupervisor, seed: bool) -> None:
     with console.status("starting") as spinner:
         stack.up(step=lambda msg: spinner.update(f"{msg}…"))
         sup.start_all(step=lambda msg: spinner.update(f"{msg}…"))
@@ -101,7 +116,18 @@ def _start(
         seeding.run_seed(
             catalog_url=sup.url("catalog"), kafka=stack.kafka.bootstrap, console=console
         )
-    return stack, sup
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_termination() -> None:
+    """SIGTERM and SIGHUP (`timeout`, a process manager, a closed terminal) stop the platform the
+    way Ctrl-C does. Python's default for them ends this process at once and leaves Kafka,
+    PostgreSQL and the five services running."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
 
 
 def up(
@@ -117,22 +143,27 @@ def up(
     ] = "",
 ) -> None:
     """Start Kafka, PostgreSQL and the five services, seed the catalog, show live status."""
-    stack, sup = _start(data, seed, _replicas(replicas))
-    console.print(_where_to_look(sup))
-    console.print(_try_it(sup), soft_wrap=True, markup=False)
-    if detach:
-        console.print(
-            "Running in the background; [bold]shop status[/bold], [bold]shop down[/bold]."
-        )
-        return
-    console.print("Ctrl-C stops everything.")
+    stack = LocalStack(data)
+    sup = supervisor(stack, data, _replicas(replicas))
+    stop_on_termination()
     try:
+        _start(stack, sup, seed)
+        console.print(_where_to_look(sup))
+        console.print(_try_it(sup), soft_wrap=True, markup=False)
+        if detach:
+            console.print(
+                "Running in the background; [bold]shop status[/bold], [bold]shop down[/bold]."
+            )
+            return
+        console.print("Ctrl-C stops everything.")
         with Live(_status_table(stack, sup), console=console, refresh_per_second=1) as live:
             while True:
                 time.sleep(2)
                 live.update(_status_table(stack, sup))
     except KeyboardInterrupt:
-        pass
+        pass  # also when it comes while starting: what did start is stopped below
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # a second one must not cut the stop short
     with console.status("stopping…"):
         sup.stop_all()
         stack.down()
