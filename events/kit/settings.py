@@ -51,7 +51,10 @@ class ServiceSettings(BaseSettings):
     retry_backoff_ms: int = Field(default=100, ge=0)
     outbox_batch_max: int = Field(default=500, ge=1)
     outbox_poll_ms: int = Field(default=500, ge=1)
-    producer_linger_ms: int = Field(default=5, ge=0)
+    # No linger: the outbox relay hands the producer a whole batch without yielding, so the
+    # batch is complete when the producer's sender runs and a linger only delayed every hop (5 ms
+    # each, seven hops per order). Bench A/B in docs/performance.md.
+    producer_linger_ms: int = Field(default=0, ge=0)
 
     # How clients reach the broker: PLAINTEXT locally; SASL_PLAINTEXT or SASL_SSL with a SCRAM
     # user of this service where the broker requires it (deploy/local/kafka_security.py).

@@ -21,6 +21,8 @@ from events.envelope import decode_envelope, encode, wrap
 from events.kit import outbox
 from events.kit.inbox import HandlerContext, InboxConsumer
 from events.kit.outbox import OutboxRelay
+from events.kit.producer import make_producer
+from events.kit.settings import ServiceSettings
 from tests.integration.kit_support import (
     KitTypes,
     eventually,
@@ -131,6 +133,42 @@ async def test_outbox_rows_reach_the_topic_in_key_order_and_the_inbox_applies_ea
     assert None not in causes
     pending = await kit_pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     assert pending == 0
+
+
+async def test_without_linger_a_relay_batch_still_goes_out_in_one_produce_request(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool
+) -> None:
+    """The services' producers have no linger (SHOP_PRODUCER_LINGER_MS=0): it only delayed every
+    hop, because the relay hands the producer its whole batch without yielding in between, so
+    the batch is complete before the producer's sender runs. An aiokafka whose send() gave way to
+    the event loop would send a request per message: this counts them."""
+    producer = make_producer(
+        stack.kafka_bootstrap,  # type: ignore[attr-defined]
+        client_id="kit-no-linger",
+        linger_ms=ServiceSettings().producer_linger_ms,
+    )
+    await producer.start()
+    try:
+        await (await producer.send(types.topic, b"metadata first", key=b"k"))
+        requests: list[str] = []
+        send = producer.client.send
+
+        async def counting_send(node_id: int, request: Any, **kwargs: Any) -> Any:
+            requests.append(type(request).__name__)
+            return await send(node_id, request, **kwargs)
+
+        producer.client.send = counting_send
+        messages = [types.ItemAdded(item_id=uuid.uuid4(), n=n) for n in range(40)]
+        async with kit_pool.acquire() as conn, conn.transaction():
+            await outbox.append(conn, [(m, wrap(m, producer="kitlinger")) for m in messages])
+        relay = OutboxRelay(kit_pool, producer, service="kitlinger")
+        published = await relay.publish_batch()  # with any rows the module's other tests left
+    finally:
+        await producer.stop()
+    produces = [r for r in requests if r.startswith("ProduceRequest")]
+    assert published >= len(messages)
+    assert ServiceSettings().producer_linger_ms == 0
+    assert len(produces) == 1, requests
 
 
 async def test_a_relay_that_stops_leading_hands_the_lead_to_the_next_over_the_same_pool(
