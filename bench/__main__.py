@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench import saga_log, transport
+from bench import pgstats, saga_log, transport
 from bench.loadgen import (
     Customers,
     FreshnessProbe,
@@ -204,6 +204,7 @@ async def drive(
     accepted_status: int,
     probe: FreshnessProbe | None = None,
     settle_s: float = 30.0,
+    pg_url: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Sent]]:
     rnd = random.Random(7)
     weights = [1 / (i + 1) ** 0.6 for i in range(len(skus))]
@@ -216,6 +217,7 @@ async def drive(
         while i < len(rate_list):
             rate = rate_list[i]
             cpu_before = cpu_seconds(groups)
+            pg_before = await pgstats.counters(pg_url) if pg_url else None
             started = time.time()
             step = await open_loop(
                 poster(client, [url]),
@@ -237,12 +239,16 @@ async def drive(
                 k: round((cpu_after[k] - cpu_before.get(k, 0)) * 1000 / max(confirmed, 1), 2)
                 for k in cpu_after
             }
+            if pg_url and pg_before:
+                pg_after = await pgstats.counters(pg_url)
+                summary["postgres_per_order"] = pgstats.per_order(pg_before, pg_after, confirmed)
             steps.append(summary)
             everything += step.sent
             print(
                 f"  {label} @ {rate:>6.0f}/s: confirmed {summary['confirmed_per_s']:>7.1f}/s, "
                 f"p99 {summary['latency_ms']['p99'] or 0:>8.1f} ms, "
                 f"freshness p99 {(summary.get('freshness_ms') or {}).get('p99') or 0:>7.1f} ms, "
+                f"WAL {(summary.get('postgres_per_order') or {}).get('wal_kib', 0):.1f} KiB/order, "
                 f"outcomes {summary['outcomes']}",
                 flush=True,
             )
@@ -389,6 +395,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             accepted_status=202,
             probe=probe,
             settle_s=args.settle_s,
+            pg_url=stack.postgres.database_url("postgres"),
         )
         await memory.stop()
         rss = memory.report()
@@ -441,6 +448,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             find_max=args.find_max,
             label="monolith",
             accepted_status=201,
+            pg_url=mono_url,
         )
 
         tools = await logtools(stack.kafka.bootstrap, data, args.log_records)
