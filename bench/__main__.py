@@ -248,8 +248,12 @@ async def drive(
                 f"  {label} @ {rate:>6.0f}/s: confirmed {summary['confirmed_per_s']:>7.1f}/s, "
                 f"p99 {summary['latency_ms']['p99'] or 0:>8.1f} ms, "
                 f"freshness p99 {(summary.get('freshness_ms') or {}).get('p99') or 0:>7.1f} ms, "
-                f"WAL {(summary.get('postgres_per_order') or {}).get('wal_kib', 0):.1f} KiB/order, "
-                f"outcomes {summary['outcomes']}",
+                + (
+                    f"WAL {summary['postgres_per_order']['wal_kib']:.1f} KiB/order, "
+                    if "postgres_per_order" in summary
+                    else ""
+                )
+                + f"outcomes {summary['outcomes']}",
                 flush=True,
             )
             saturated = summary["confirmed_per_s"] < 0.85 * rate or (
