@@ -1,7 +1,8 @@
 """Transactional outbox: events commit with the state change; a relay publishes them in batches.
 
-A crash between publishing and marking may publish a row twice (consumers dedupe by event id); a row
-is never lost, because it is only marked once Kafka acknowledged it with acks=all.
+The outbox holds only what is still to be published: the relay deletes the rows Kafka has
+acknowledged (with acks=all), and Kafka keeps the events from then on. A crash between publishing
+and deleting may publish a row twice (consumers dedupe by event id); a row is never lost.
 """
 
 from __future__ import annotations
@@ -35,13 +36,11 @@ WITH inserted AS (
 )
 SELECT pg_notify($6, '')
 """
-SELECT_PENDING = """
-SELECT id, topic, key, value, headers FROM outbox
-WHERE published_at IS NULL ORDER BY id LIMIT $1
-"""
-MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-COUNT_PENDING = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-PURGE_PUBLISHED = "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)"
+SELECT_PENDING = "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1"
+# Deleted once acknowledged, not marked: an UPDATE wrote every row (its whole event) a second
+# time, with new entries in each of its indexes, and left it for a purge an hour later.
+DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+COUNT_PENDING = "SELECT count(*) FROM outbox"
 TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock($1)"
 
 RELAY_LOCK = 7_340_002
@@ -104,14 +103,12 @@ class OutboxRelay:
         service: str,
         batch_max: int = 500,
         poll_interval_s: float = 0.5,
-        keep_published_s: float = 3600.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._service = service
         self._batch_max = batch_max
         self._poll = poll_interval_s
-        self._keep_published_s = keep_published_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
@@ -151,8 +148,6 @@ class OutboxRelay:
                 self.is_leader = False
 
     async def _publish_loop(self) -> None:
-        last_purge = 0.0
-        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             self._wake.clear()
             try:
@@ -163,9 +158,6 @@ class OutboxRelay:
                 log.warning("outbox publish failed; will retry", error=repr(exc))
                 await self._sleep(1.0)
                 continue
-            if loop.time() - last_purge > 60:
-                last_purge = loop.time()
-                await self._purge()
             if published < self._batch_max:
                 await self._sleep(self._poll, wakeable=True)
 
@@ -185,15 +177,11 @@ class OutboxRelay:
                     )
                 )
             await asyncio.gather(*futures)
-            await conn.execute(MARK_PUBLISHED, [r["id"] for r in rows])
+            await conn.execute(DELETE_PUBLISHED, [r["id"] for r in rows])
             backlog = await conn.fetchval(COUNT_PENDING) if len(rows) == self._batch_max else 0
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)
-
-    async def _purge(self) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(PURGE_PUBLISHED, self._keep_published_s)
 
     async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
         waiter = self._wake if wakeable else self._stopping

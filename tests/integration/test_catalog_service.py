@@ -226,7 +226,11 @@ async def test_an_identical_put_changes_nothing_and_publishes_nothing(
     assert marker.status_code == 200
     published = await tail.wait(sku, lambda events: any(e.price.amount == 2499 for e in events))
     assert [p.event.price.amount for p in published] == [1999, 2499]
-    assert await outbox_rows(catalog, sku) == 2
+
+    async def all_published() -> bool:  # the relay deletes each row Kafka has acknowledged
+        return await outbox_rows(catalog, sku) == 0
+
+    await wait_until(all_published)
 
 
 async def test_a_put_with_new_details_replaces_the_product_and_publishes_it(
@@ -347,7 +351,7 @@ async def test_an_unknown_sku_is_404(catalog: RunningCatalog) -> None:
 
 
 async def test_creating_a_product_that_exists_is_409_and_changes_nothing(
-    catalog: RunningCatalog,
+    catalog: RunningCatalog, tail: CatalogTail
 ) -> None:
     sku = new_sku()
     first = await catalog.http.post("/admin/products", json=kettle(sku=sku))
@@ -355,7 +359,11 @@ async def test_creating_a_product_that_exists_is_409_and_changes_nothing(
     assert again.status_code == 409
     assert "already exists" in again.json()["detail"]
     assert (await catalog.http.get(f"/products/{sku}")).json() == first.json()
-    assert await outbox_rows(catalog, sku) == 1
+
+    marker = await catalog.http.patch(f"/admin/products/{sku}", json={"price": 2499})
+    assert marker.status_code == 200
+    published = await tail.wait(sku, lambda events: any(e.price.amount == 2499 for e in events))
+    assert [p.event.price.amount for p in published] == [1999, 2499]
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
