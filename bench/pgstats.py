@@ -3,9 +3,10 @@
 The server's CPU per order says how much it worked; these say on what. WAL bytes and full-page
 images per order grow with every row written twice, every index a row lands in and every page
 touched for the first time after a checkpoint; commits per order say how well the services batch.
-The counters are server-wide (every database of the stack), read from `pg_stat_wal` and
-`pg_stat_database`, which backends update at most about once a second: over a step of tens of
-seconds that is well inside the noise.
+The counters are server-wide (every database of the stack): WAL bytes from the WAL's insert
+position (exact), full-page images and commits from `pg_stat_wal` and `pg_stat_database`, which
+backends update at most about once a second: over a step of tens of seconds that is well inside
+the noise.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncpg
 
 COUNTERS = """
-SELECT w.wal_bytes::float8 AS wal_bytes,
+SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS wal_bytes,
        w.wal_fpi::float8 AS wal_fpi,
        (SELECT sum(xact_commit) FROM pg_stat_database)::float8 AS commits
 FROM pg_stat_wal w
