@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import uuid
 from typing import Any
 
 import asyncpg
@@ -20,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from events.ids import new_id
 from events.kit import db
 from events.kit.auth import AuthError, TokenPolicy
 from events.kit.http import NO_TELEMETRY
@@ -69,7 +69,7 @@ def build(pool: asyncpg.Pool, gateway: SimulatedGateway, tokens: TokenPolicy) ->
             return JSONResponse({"detail": str(exc)}, 401)
         body: dict[str, Any] = orjson.loads(await request.body())
         lines = sorted((ln["sku"], int(ln["quantity"])) for ln in body["lines"])
-        order_id = uuid.uuid4()
+        order_id = new_id()  # as the platform's ingress does
         async with pool.acquire() as conn, conn.transaction():
             prices = {r["sku"]: r for r in await conn.fetch(PRICES, [s for s, _ in lines])}
             if len(prices) != len({s for s, _ in lines}):

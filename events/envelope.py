@@ -17,6 +17,7 @@ from pydantic import (
     create_model,
 )
 
+from events.ids import new_id
 from events.messages import Message, Registry
 from events.upcasting import UPCASTERS, UpcastError, Upcasters
 
@@ -67,7 +68,7 @@ def wrap(
     if correlation_id is None:
         correlation_id = causation.correlation_id if causation else message.partition_key()
     return Envelope(
-        event_id=event_id or uuid.uuid4(),
+        event_id=event_id or new_id(),
         type=message.type_name(),
         schema_version=message.schema_version,
         occurred_at=occurred_at or datetime.now(UTC),

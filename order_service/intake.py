@@ -17,7 +17,6 @@ only to the request it belongs to.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import orjson
 
 from events.contracts import OrderPlaced, PricedLine, ReserveStock, StockLine
 from events.envelope import wrap
+from events.ids import new_id
 from events.kit import outbox
 from events.kit.db import Conn
 from events.kit.logging import get_logger
@@ -159,7 +159,7 @@ async def place(
             answers[i] = _problem(422, str(exc))
             continue
         order = domain.new_order(
-            uuid.uuid4(), r.customer_id, list(r.lines), total, r.payment_token, now, deadlines
+            new_id(), r.customer_id, list(r.lines), total, r.payment_token, now, deadlines
         )
         open_orders[r.customer_id] = open_orders.get(r.customer_id, 0) + 1
         body = {"order_id": str(order.order_id), "status": order.status.value}
