@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 
 import asyncpg
@@ -11,6 +9,7 @@ import pytest
 
 from bench.pgstats import counters
 from events.kit import db
+from tests.integration.kit_support import eventually
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -27,12 +26,11 @@ async def test_a_committed_write_shows_in_the_wal_and_commit_counters(stack: Sta
     finally:
         await conn.close()  # a backend that exits flushes its statistics
 
-    deadline = time.monotonic() + 10
-    while True:
-        after = await counters(url)
-        if after["commits"] >= before["commits"] + 2 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
+    async def commits_counted() -> bool:
+        return (await counters(url))["commits"] >= before["commits"] + 2
+
+    await eventually(commits_counted, timeout=10)
+    after = await counters(url)
     assert after["wal_bytes"] - before["wal_bytes"] > 100_000  # a thousand rows of 100 bytes
     assert after["commits"] >= before["commits"] + 2
     assert after["wal_fpi"] >= before["wal_fpi"]
