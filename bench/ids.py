@@ -22,11 +22,12 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.pgstats import WAL_BYTES
 from deploy.local.postgres import LocalPostgres
 from events.ids import new_id
 
 BATCH = 200
-WAL_POSITION = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')"
+WAL_POSITION = f"SELECT {WAL_BYTES}"
 KINDS: dict[str, Callable[[], uuid.UUID]] = {"v4": uuid.uuid4, "v7": new_id}
 CREATE = """CREATE TABLE inbox_{k} (
     consumer text, event_id uuid, topic text, partition int, "offset" bigint,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncpg
 
-COUNTERS = """
-SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 AS wal_bytes,
+# Bytes of WAL the server has written so far, exactly (the WAL's insert position).
+WAL_BYTES = "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')"
+COUNTERS = f"""
+SELECT {WAL_BYTES}::float8 AS wal_bytes,
        w.wal_fpi::float8 AS wal_fpi,
        (SELECT sum(xact_commit) FROM pg_stat_database)::float8 AS commits
 FROM pg_stat_wal w
