@@ -7,15 +7,55 @@ the group only while the group has no members, which is also when a reset is saf
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from aiokafka.errors import KafkaError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorForGroupError,
+)
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from deploy.eventlog import reader
 from deploy.eventlog.reader import Bound
 from deploy.eventlog.records import EventLogError
+
+T = TypeVar("T")
+
+# What a broker answers while the group's coordinator is not settled yet: on a fresh broker until
+# __consumer_offsets exists, or while a coordinator loads its partition after a restart.
+COORDINATOR_PENDING = (
+    GroupCoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorForGroupError,
+)
+COORDINATOR_WAIT_S = 30.0
+
+
+async def with_coordinator(
+    bootstrap: str,
+    group: str,
+    call: Callable[[AIOKafkaAdminClient], Awaitable[T]],
+    wait_s: float = COORDINATOR_WAIT_S,
+) -> T:
+    """Run an admin call on `group`, retrying while its coordinator is not available yet."""
+    deadline = time.monotonic() + wait_s
+    async with reader.admin(bootstrap) as client:
+        while True:
+            try:
+                return await call(client)
+            except COORDINATOR_PENDING as exc:
+                if time.monotonic() > deadline:
+                    raise EventLogError(
+                        f"no group coordinator for {group} after {wait_s:.0f} s: {exc}"
+                    ) from None
+                await asyncio.sleep(0.5)
 
 
 @dataclass(frozen=True)
@@ -57,9 +97,11 @@ def plan_reset(
 
 
 async def describe(bootstrap: str, group: str) -> GroupState:
-    async with reader.admin(bootstrap) as client:
-        # One group per request: aiokafka 0.14 cannot decode a multi-group answer from Kafka 4.1.
-        response = (await client.describe_consumer_groups([group]))[0]
+    # One group per request: aiokafka 0.14 cannot decode a multi-group answer from Kafka 4.1.
+    responses = await with_coordinator(
+        bootstrap, group, lambda client: client.describe_consumer_groups([group])
+    )
+    response = responses[0]
     error, name, state, _ptype, _protocol, members, *_ = response.groups[0]
     if error:
         raise EventLogError(f"cannot describe group {group}: error code {error}")
@@ -67,8 +109,9 @@ async def describe(bootstrap: str, group: str) -> GroupState:
 
 
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    async with reader.admin(bootstrap) as client:
-        offsets = await client.list_consumer_group_offsets(group)
+    offsets = await with_coordinator(
+        bootstrap, group, lambda client: client.list_consumer_group_offsets(group)
+    )
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 

@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -363,19 +364,15 @@ async def drop(bootstrap: str, app_id: str) -> list[str]:
     async with reader.consumer(bootstrap) as kafka:
         have = await reader.existing_topics(kafka)
     present = [n for n in names if n in have]
-    async with reader.admin(bootstrap) as client:
-        if present:
+    if present:
+        async with reader.admin(bootstrap) as client:
             await client.delete_topics(present, timeout_ms=30_000)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                coordinator = await client.find_coordinator(app_id)
-                break
-            except GroupCoordinatorNotAvailableError:
-                if time.monotonic() > deadline:
-                    raise EventLogError(f"no group coordinator for {app_id} after 30 s") from None
-                await asyncio.sleep(0.5)
+
+    async def delete_group(client: AIOKafkaAdminClient) -> None:
+        coordinator = await client.find_coordinator(app_id)
         await client._send_request(DeleteGroupsRequest([app_id]), coordinator)
+
+    await groups.with_coordinator(bootstrap, app_id, delete_group)
     return present
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import TopicPartition
 
+from deploy.eventlog import groups, reader
 from deploy.eventlog.groups import OffsetChange, plan_reset
 from deploy.eventlog.reader import EARLIEST, Bound, parse_bound
 from deploy.eventlog.records import EventLogError, LogRecord
@@ -54,3 +59,37 @@ def test_dead_letters_go_back_to_their_source_without_dlq_headers() -> None:
     plans, skipped = plan_redrive([good, orphan], "x.dlq")
     assert skipped == [orphan]
     assert [(p.topic, p.partition, p.headers) for p in plans] == [("x", 2, (("event_id", b"e"),))]
+
+
+@contextlib.asynccontextmanager
+async def no_admin(bootstrap: str) -> AsyncIterator[Any]:
+    yield object()
+
+
+async def test_a_group_call_is_retried_until_its_coordinator_is_available(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh broker answers 'coordinator not available' until __consumer_offsets exists."""
+    monkeypatch.setattr(reader, "admin", no_admin)
+    answers: list[Exception | str] = [GroupCoordinatorNotAvailableError(), "offsets"]
+
+    async def call(client: Any) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await groups.with_coordinator("b:9092", "g", call, wait_s=10) == "offsets"
+    assert not answers
+
+
+async def test_a_coordinator_that_never_comes_is_an_error_naming_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reader, "admin", no_admin)
+
+    async def call(client: Any) -> str:
+        raise GroupCoordinatorNotAvailableError()
+
+    with pytest.raises(EventLogError, match="no group coordinator for orders-group after 0 s"):
+        await groups.with_coordinator("b:9092", "orders-group", call, wait_s=0)
