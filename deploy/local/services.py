@@ -89,6 +89,10 @@ class ServiceSupervisor:
     replicas: Mapping[str, int] = field(default_factory=dict)
     # A secured broker: each service connects as its own SASL user (deploy/local/kafka_security).
     kafka_security: BrokerSecurity | None = None
+    # The processes this supervisor started, to say how one that died ended.
+    _procs: dict[tuple[str, int], subprocess.Popen[bytes]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def replica_count(self, svc: ServiceDef) -> int:
         return self.replicas.get(svc.package, self.replicas.get(svc.database, 1))
@@ -143,6 +147,8 @@ class ServiceSupervisor:
             f"{p}KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             f"{p}DATABASE_URL": self.database_url(svc.database),
             f"{p}HTTP_PORT": str(self.port(svc, replica)),
+            # a process that dies in native code (a signal) leaves its Python stack in the log
+            "PYTHONFAULTHANDLER": "1",
             **(self.kafka_security.service_env(svc) if self.kafka_security else {}),
             # one signing key for the whole platform, the one `shop token` signs with
             **(
@@ -189,7 +195,21 @@ class ServiceSupervisor:
                 start_new_session=True,
             )
         pid_file.write_text(str(proc.pid))
+        self._procs[(svc.package, replica)] = proc
         return proc.pid
+
+    def how_it_ended(self, name: str, replica: int = 0) -> str:
+        """How a process this supervisor started ended: exit code, signal, or still running."""
+        proc = self._procs.get((BY_NAME[name].package, replica))
+        if proc is None:
+            return "exited"
+        code = proc.poll()
+        if code is None:
+            return f"(pid {proc.pid}) no longer matches its pid file, yet is still running"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"(pid {proc.pid}) was killed by {signal.Signals(-code).name}"
+        return f"(pid {proc.pid}) exited with code {code}"
 
     def ready(self, name: str, replica: int = 0) -> bool:
         try:
@@ -208,7 +228,7 @@ class ServiceSupervisor:
             def check(k: int = k, log_file: Path = log_file) -> bool:
                 if self.pid(name, k) is None:
                     raise InfraError(
-                        f"{svc.package} exited during start; last lines of "
+                        f"{svc.package} {self.how_it_ended(name, k)} during start; last lines of "
                         f"{log_file}:\n{tail(log_file, 15)}"
                     )
                 return self.ready(name, k)

@@ -1,0 +1,48 @@
+"""How the local supervisor reports a service process that died while starting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.local.common import InfraError
+from deploy.local.services import ServiceSupervisor
+from tests.ports import free_port
+
+
+def supervisor(tmp_path: Path) -> ServiceSupervisor:
+    # nothing listens on these ports: a service that reaches for its database dies at once
+    dead = free_port()
+    return ServiceSupervisor(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        database_url=lambda db: f"postgresql://postgres@127.0.0.1:{dead}/{db}",
+        data_dir=tmp_path,
+        ports={"catalog_service": free_port()},
+    )
+
+
+def test_a_service_that_exits_while_starting_is_reported_with_its_exit_code_and_log(
+    tmp_path: Path,
+) -> None:
+    sup = supervisor(tmp_path)
+    sup.start("catalog")
+    with pytest.raises(InfraError) as raised:
+        sup.wait_ready("catalog", timeout=60)
+    message = str(raised.value)
+    assert "catalog_service (pid " in message
+    assert "exited with code 1 during start" in message
+    assert "ConnectionRefusedError" in message
+
+
+def test_a_service_killed_by_a_signal_is_reported_with_the_signal(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    )
+    proc.wait(30)
+    sup._procs[("catalog_service", 0)] = proc
+    assert sup.how_it_ended("catalog") == f"(pid {proc.pid}) was killed by SIGSEGV"
+    assert sup.how_it_ended("inventory") == "exited"
