@@ -29,8 +29,11 @@ def test_a_service_that_exits_while_starting_is_reported_with_its_exit_code_and_
 ) -> None:
     sup = supervisor(tmp_path)
     sup.start("catalog")
-    with pytest.raises(InfraError) as raised:
-        sup.wait_ready("catalog", timeout=60)
+    try:
+        with pytest.raises(InfraError) as raised:
+            sup.wait_ready("catalog", timeout=60)
+    finally:
+        sup.stop_all()
     message = str(raised.value)
     assert "catalog_service (pid " in message
     assert "exited with code 1 during start" in message
