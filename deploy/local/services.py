@@ -89,7 +89,9 @@ class ServiceSupervisor:
     replicas: Mapping[str, int] = field(default_factory=dict)
     # A secured broker: each service connects as its own SASL user (deploy/local/kafka_security).
     kafka_security: BrokerSecurity | None = None
-    # The processes this supervisor started, to say how one that died ended.
+    # The processes this supervisor started and has not ended itself, to say how one that died
+    # ended. Its own stop and kill reap through psutil and drop the entry: a Popen polled after
+    # that could only guess (its pid may belong to another process by then).
     _procs: dict[tuple[str, int], subprocess.Popen[bytes]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -253,6 +255,7 @@ class ServiceSupervisor:
                 terminate(pid, timeout=timeout)
                 stopped = True
             self.pid_file(svc, k).unlink(missing_ok=True)
+            self._procs.pop((svc.package, k), None)
         return stopped
 
     def kill(self, name: str, replica: int = 0) -> None:
@@ -263,6 +266,7 @@ class ServiceSupervisor:
         os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(10)
+        self._procs.pop((BY_NAME[name].package, replica), None)
 
     def send_signal(self, name: str, sig: signal.Signals, replica: int = 0) -> None:
         pid = self.pid(name, replica)

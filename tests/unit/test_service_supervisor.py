@@ -49,3 +49,24 @@ def test_a_service_killed_by_a_signal_is_reported_with_the_signal(tmp_path: Path
     sup._procs[("catalog_service", 0)] = proc
     assert sup.how_it_ended("catalog") == f"(pid {proc.pid}) was killed by SIGSEGV"
     assert sup.how_it_ended("inventory") == "exited"
+
+
+def test_a_process_the_supervisor_stopped_itself_is_not_reported_as_having_died(
+    tmp_path: Path,
+) -> None:
+    sup = supervisor(tmp_path)
+    # its command line names the service, as the supervisor checks before it signals a pid
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "catalog_service"]
+    )
+    sup._procs[("catalog_service", 0)] = proc
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "catalog_service.pid").write_text(str(proc.pid))
+    try:
+        assert sup.how_it_ended("catalog").endswith("yet is still running")
+        assert sup.stop("catalog") is True
+        assert proc.poll() is not None
+        assert sup.how_it_ended("catalog") == "exited"
+    finally:
+        proc.kill()
+        proc.wait(10)
