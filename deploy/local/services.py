@@ -50,6 +50,8 @@ SERVICES: tuple[ServiceDef, ...] = (
 )
 BY_NAME = {s.package: s for s in SERVICES} | {s.database: s for s in SERVICES}
 REPLICA_PORT_STEP = 10
+# how long a process that no longer matches its pid file is given to show its exit code
+EXIT_GRACE_S = 5.0
 
 
 def parse_replicas(spec: str) -> dict[str, int]:
@@ -205,8 +207,11 @@ class ServiceSupervisor:
         proc = self._procs.get((BY_NAME[name].package, replica))
         if proc is None:
             return "exited"
-        code = proc.poll()
-        if code is None:
+        try:
+            # A process on its way out loses its command line (so no longer matches its pid
+            # file) a moment before it has an exit code to read.
+            code = proc.wait(EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
             return f"(pid {proc.pid}) no longer matches its pid file, yet is still running"
         if code < 0:
             with contextlib.suppress(ValueError):
