@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -39,7 +39,7 @@ from events.envelope import DecodeError, Header, decode, wrap
 from events.kit import metrics, outbox
 from events.kit.db import Conn
 from events.kit.dlq import send_to_dlq
-from events.kit.logging import get_logger
+from events.kit.logging import get_logger, message_context
 from events.messages import Message, Registry
 
 log = get_logger(__name__)
@@ -356,7 +356,7 @@ class InboxConsumer:
             except HandlerFailed as exc:
                 error = exc
                 metrics.FAILED.labels(self.name, item.envelope.type).inc()
-                with structlog.contextvars.bound_contextvars(**_ids(item)):
+                with message_context(functools.partial(_ids, item)):
                     log.warning("handler failed", attempt=attempt, error=repr(exc.cause))
                 if attempt < self._max_attempts:
                     await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
@@ -411,7 +411,7 @@ class InboxConsumer:
 
         async def run(group: list[_Item]) -> None:
             for item in group:
-                with structlog.contextvars.bound_contextvars(**_ids(item)):
+                with message_context(functools.partial(_ids, item)):
                     context = HandlerContext(conn, item.envelope, item.record, unit)
                     answer = await _blamed(item, item.handler(item.message, context))
                 emitted[id(item)] = answer or ()
