@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
+from events.kit.partitioner import CachedPartitioner
+
 
 def make_producer(
     bootstrap_servers: str,
@@ -12,7 +14,9 @@ def make_producer(
     linger_ms: int = 5,
     **overrides: object,
 ) -> AIOKafkaProducer:
-    """Idempotence keeps per-partition order across retries; linger lets sends share a batch."""
+    """Idempotence keeps per-partition order across retries; linger lets sends share a batch.
+    Records go to the partitions Kafka's default partitioner picks, their keys' hashes cached."""
+    options: dict[str, object] = {"partitioner": CachedPartitioner(), **overrides}
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
@@ -21,5 +25,5 @@ def make_producer(
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
-        **overrides,
+        **options,
     )

@@ -1,0 +1,40 @@
+"""The producers' partitioner places every keyed record where Kafka's default one does."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from events.kit.partitioner import CachedPartitioner
+from events.kit.producer import make_producer
+
+
+def test_every_key_goes_to_the_default_partitioners_partition_the_first_time_and_after() -> None:
+    rng = random.Random(7)
+    keys = [str(uuid.UUID(int=rng.getrandbits(128))).encode() for _ in range(500)]
+    keys += [b"", b"a", b"ab", b"abc", b"SKU-000123", "κλειδί".encode(), bytes(range(256))]
+    default = DefaultPartitioner()
+    cached = CachedPartitioner(maxsize=64)  # smaller than the keys: evictions too
+    for partitions in ([0], list(range(3)), list(range(12)), [2, 5, 7]):
+        for key in keys:
+            expected = default(key, partitions, partitions)
+            assert cached(key, partitions, partitions) == expected  # hashed
+            assert cached(key, partitions, partitions) == expected  # remembered
+    info = cached.cache_info()
+    assert (info.hits, info.misses) == (4 * len(keys), 4 * len(keys))
+    assert info.currsize == 64
+
+
+def test_a_record_without_a_key_goes_to_an_available_partition_or_any_when_none_is() -> None:
+    cached = CachedPartitioner()
+    assert {cached(None, [0, 1, 2], [1]) for _ in range(20)} == {1}
+    assert {cached(None, [0, 1, 2], []) for _ in range(200)} == {0, 1, 2}
+
+
+async def test_the_kits_producers_use_it_unless_told_otherwise() -> None:
+    producer = make_producer("127.0.0.1:9", client_id="unit")
+    assert isinstance(producer._partitioner, CachedPartitioner)
+    mine = DefaultPartitioner()
+    assert make_producer("127.0.0.1:9", client_id="unit", partitioner=mine)._partitioner is mine
