@@ -421,6 +421,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 str(mono_port),
                 "--database-url",
                 mono_url,
+                # the gateway simulator's books in SQLite, as the platform's payment service
+                # keeps them on the local stack: the same gateway work on both sides
+                "--gateway-state",
+                str(data / "monolith-gateway.sqlite3"),
             ],
         )
         await wait_http(

@@ -2,8 +2,10 @@
 
 Same work per order as the platform: price from the catalog table, reserve every line under row
 locks in sorted SKU order, authorize with the same gateway simulator, save the order CONFIRMED.
+The simulator keeps its books where the platform's payment service keeps them on the local stack,
+in a SQLite file (--gateway-state), unless none is given (then in memory).
 
-Run: python -m bench.monolith --port 8099 --database-url postgresql://...
+Run: python -m bench.monolith --port 8099 --database-url postgresql://... [--gateway-state F]
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -122,13 +125,13 @@ async def prepare(url: str, stock: dict[str, tuple[int, int]]) -> None:
         await conn.close()
 
 
-async def serve(port: int, url: str, pool_size: int) -> None:
+async def serve(port: int, url: str, pool_size: int, gateway_state: Path | None = None) -> None:
     # the services' pool (no reset query on release), so both sides pay the same per transaction
     pool = await db.create_pool(url, min_size=pool_size, max_size=pool_size)
     settings = ServiceSettings()  # the signing key the services use: SHOP_AUTH_SIGNING_KEY or dev
     key = os.environ.get("SHOP_AUTH_SIGNING_KEY", settings.auth_signing_key.get_secret_value())
     policy = TokenPolicy(key, settings.auth_issuer, settings.auth_audience)
-    app = build(pool, SimulatedGateway(), policy)
+    app = build(pool, SimulatedGateway(state_path=gateway_state), policy)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     await uvicorn.Server(config).serve()
 
@@ -138,8 +141,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--pool-size", type=int, default=8)
+    parser.add_argument(
+        "--gateway-state",
+        type=Path,
+        help="the gateway simulator's books in this SQLite file (default: in memory)",
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.database_url, args.pool_size))
+    asyncio.run(serve(args.port, args.database_url, args.pool_size, args.gateway_state))
 
 
 if __name__ == "__main__":
