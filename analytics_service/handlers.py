@@ -20,6 +20,7 @@ from events.contracts import (
     PaymentDeclined,
     StockRejected,
 )
+from events.messages import Message
 
 OrderHandler = Callable[[Facts | None, Any, int, bool], Facts | None]
 
@@ -60,7 +61,7 @@ def payment_declined(
     return set_fact(facts, "declined", [ts, msg.code], late)
 
 
-ORDER_HANDLERS: dict[type, OrderHandler] = {
+ORDER_HANDLERS: dict[type[Message], OrderHandler] = {
     OrderPlaced: order_placed,
     OrderConfirmed: order_confirmed,
     OrderRejected: order_rejected,

@@ -19,10 +19,19 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from analytics_service.domain import Aggregates
-from analytics_service.fold import SOURCE_TOPICS, TABLES, Fold, WriteBehind, changelog_topic
+from analytics_service.fold import (
+    FOLDED,
+    SOURCE_TOPICS,
+    TABLES,
+    Fold,
+    Headers,
+    WriteBehind,
+    changelog_topic,
+    passed_over,
+)
 from analytics_service.settings import Settings
 from analytics_service.tablestore import BoundedOptions, Table
-from analytics_service.transport import use_fetch_wait
+from analytics_service.transport import use_transport
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
@@ -99,7 +108,7 @@ class AnalyticsStream:
             # the changelog records' partitions, as faust's default places them, hashes cached
             producer_partitioner=CachedPartitioner(),
         )
-        use_fetch_wait(app, s.fetch_max_wait_ms)
+        use_transport(app, s.fetch_max_wait_ms, passed_over)
         # use_partitioner: changelog records are placed by key rather than by the source record's
         # partition (faust's co-partitioning check misreads the changelog as having 0 partitions
         # on this broker). One worker holds every partition, so recovery reads them all.
@@ -135,7 +144,7 @@ class AnalyticsStream:
             async for events in stream.take_events(s.fold_batch_max, s.fold_batch_ms / 1000):
                 for event in events:
                     m = event.message
-                    self.apply(m.topic, m.partition, m.offset, event.value)
+                    self.apply(m.topic, m.partition, m.offset, event.value, m.headers)
                 written = sum(table.flush() for table in behind.values())
                 CHANGELOG_WRITES.inc(written)
 
@@ -155,10 +164,12 @@ class AnalyticsStream:
         self.recovered.set()
         log.info("analytics tables recovered", orders=len(self.fold.orders))
 
-    def apply(self, topic: str, partition: int, offset: int, raw: bytes | None) -> None:
+    def apply(
+        self, topic: str, partition: int, offset: int, raw: bytes | None, headers: Headers = ()
+    ) -> None:
         """Fold one record (inside the agent) and count it."""
         late = self.fold.late
-        kind = self.fold.apply(topic, partition, offset, raw)
+        kind = self.fold.apply(topic, partition, offset, raw, headers or ())
         if kind is None:
             UNDECODABLE.inc()
             log.warning(
@@ -168,6 +179,8 @@ class AnalyticsStream:
                 offset=offset,
                 error=self.fold.last_error,
             )
+            return
+        if kind not in FOLDED:
             return
         EVENTS.labels(kind).inc()
         if self.fold.late != late:

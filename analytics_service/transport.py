@@ -15,19 +15,47 @@ The driver also runs that consumer in a thread of its own, on an event loop made
 installing it as the policy. Every fetch, its socket reads and writes, and each hand-off from the
 service's loop (a self-pipe write) then go through asyncio's pure-Python selector machinery. The
 thread's loop here is a uvloop loop, like the service's own.
+
+And that thread drops, as soon as they are fetched, the records the fold would pass over unread
+(`passed_over`, by their `event_type` header: five of a confirmed order's eight events). Each record
+faust hands on costs the service's loop a message object, a trip through the conductor and a
+channel to the agent, an acknowledgement and its offset bookkeeping, whatever the fold then does
+with it. faust commits past the offsets it did not receive as it does past a transaction's
+markers: it notes the gap between two records it read and counts the gap as acknowledged. Two
+records of each fetched batch are kept whatever their type, for that bookkeeping: the last of each
+partition's (so what was read reaches the end of the fetch, for the commit and the fold's
+positions), and any at offsets 0 and 1 (faust notes a gap only after a record at an offset above
+0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiokafka
 import uvloop
+from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 
+PassedOver = Callable[[Sequence[tuple[str, bytes]]], bool]
 
-def transport_class(fetch_max_wait_ms: int) -> type[Transport]:
-    """A faust aiokafka Transport whose worker consumer waits at most `fetch_max_wait_ms`."""
+
+def thinned(records: list[ConsumerRecord], passed_over: PassedOver) -> list[ConsumerRecord]:
+    """One partition's fetched records without those passed over, but for the last one and any
+    at offsets 0 and 1."""
+    if len(records) < 2:
+        return records
+    kept = [r for r in records[:-1] if r.offset <= 1 or not passed_over(r.headers)]
+    kept.append(records[-1])
+    return kept
+
+
+def transport_class(
+    fetch_max_wait_ms: int, passed_over: PassedOver | None = None
+) -> type[Transport]:
+    """A faust aiokafka Transport whose worker consumer waits at most `fetch_max_wait_ms`, and
+    drops the records `passed_over` says the agent has no use for."""
 
     class FetchWaitConsumerThread(AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
@@ -36,6 +64,20 @@ def transport_class(fetch_max_wait_ms: int) -> type[Transport]:
             # a constant to __init__ and offers no setting.
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
+
+        async def _fetch_records(
+            self,
+            consumer: aiokafka.AIOKafkaConsumer,
+            active_partitions: Any,
+            timeout: float | None = None,  # noqa: ASYNC109 (faust's signature)
+            max_records: int | None = None,
+        ) -> Mapping[Any, list[ConsumerRecord]]:
+            records: Mapping[Any, list[ConsumerRecord]] = await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
+            if passed_over is None or not records:
+                return records
+            return {tp: thinned(recs, passed_over) for tp, recs in records.items()}
 
     class FetchWaitConsumer(Consumer):
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
@@ -52,6 +94,6 @@ def transport_class(fetch_max_wait_ms: int) -> type[Transport]:
     return FetchWaitTransport
 
 
-def use_fetch_wait(app: Any, fetch_max_wait_ms: int) -> None:
+def use_transport(app: Any, fetch_max_wait_ms: int, passed_over: PassedOver | None = None) -> None:
     """Give a faust app (not started yet) the transport above."""
-    app.transport = transport_class(fetch_max_wait_ms)(app.conf.broker_consumer, app)
+    app.transport = transport_class(fetch_max_wait_ms, passed_over)(app.conf.broker_consumer, app)

@@ -110,7 +110,7 @@ async def _fold_ranges(
     apply = fold.apply
     async for batch in reader.read_consumer_records(kafka, dict(ranges)):
         for r in batch:
-            kind = apply(r.topic, r.partition, r.offset, r.value)
+            kind = apply(r.topic, r.partition, r.offset, r.value, r.headers)
             if newer is not None:
                 newer[f"{r.topic}: {kind or 'undecodable'}"] += 1
         done += len(batch)

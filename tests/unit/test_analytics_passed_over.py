@@ -1,0 +1,139 @@
+"""The events the analytics fold has no figure for: passed over unread by the fold, and mostly
+dropped by the worker's consumer thread before faust sees them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from analytics_service.fold import FOLDED, Fold, passed_over
+from analytics_service.settings import Settings
+from analytics_service.stream import AnalyticsStream
+from analytics_service.transport import thinned
+from events.contracts import (
+    OrderPlaced,
+    OrderStatusChanged,
+    PaymentCaptured,
+    PricedLine,
+    ReservationCommitted,
+    StockReserved,
+)
+from events.envelope import encode, headers_for, wrap
+from events.messages import Message, Money
+from events.topics import ORDER_EVENTS
+
+T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+ORDER = uuid.UUID("00000000-0000-7000-8000-000000000001")
+
+
+def placed(at: datetime) -> OrderPlaced:
+    price = Money(amount=500, currency="USD")
+    return OrderPlaced(
+        order_id=ORDER,
+        customer_id="c-1",
+        lines=(PricedLine(sku="A-1", quantity=1, unit_price=price),),
+        total=price,
+        placed_at=at,
+    )
+
+
+def status_changed() -> OrderStatusChanged:
+    return OrderStatusChanged(order_id=ORDER, status="STOCK_RESERVED", previous_status="PENDING")
+
+
+def wire(message: Message, at: datetime) -> tuple[bytes, list[tuple[str, bytes]]]:
+    envelope = wrap(message, producer="unit", occurred_at=at)
+    return encode(envelope), headers_for(envelope)
+
+
+def record(offset: int, headers: list[tuple[str, bytes]]) -> ConsumerRecord[Any, Any]:
+    return ConsumerRecord(
+        topic=ORDER_EVENTS,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=b"{}",
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=2,
+        headers=tuple(headers),
+    )
+
+
+def test_the_fold_reads_the_types_it_has_figures_for_and_passes_over_the_saga_steps() -> None:
+    assert {"OrderPlaced", "OrderConfirmed", "PaymentAuthorized", "StockRejected"} <= FOLDED
+    for step in (status_changed(), ReservationCommitted(order_id=ORDER, lines=())):
+        assert passed_over(wire(step, T0)[1])
+    assert not passed_over(wire(placed(T0), T0)[1])
+    assert not passed_over([("origin", b"test")])  # no type header: read to find out
+
+
+def test_a_passed_over_record_counts_as_read_but_moves_neither_the_watermark_nor_a_table() -> None:
+    fold = Fold(grace_ms=60_000)
+    raw, headers = wire(status_changed(), T0 + timedelta(hours=1))
+    assert fold.apply(ORDER_EVENTS, 0, 7, raw, headers) == "OrderStatusChanged"
+    assert fold.positions == {f"{ORDER_EVENTS}/0": 8}
+    assert dict(fold.watermarks) == {}
+    assert fold.undecodable == 0
+    # a record of such a type without headers is decoded, and passed over all the same
+    assert fold.apply(ORDER_EVENTS, 0, 8, raw) == "OrderStatusChanged"
+    assert dict(fold.watermarks) == {}
+    assert dict(fold.orders) == {}
+    # so an order placed at T0 is on time, however far ahead the passed-over events were
+    assert fold.apply(ORDER_EVENTS, 0, 9, *wire(placed(T0), T0)) == "OrderPlaced"
+    assert fold.late == 0
+    assert fold.watermarks[f"{ORDER_EVENTS}/0"] == int(T0.timestamp() * 1000)
+    assert str(ORDER) in fold.orders
+
+
+def test_a_header_is_trusted_only_to_pass_over_a_record_a_folded_type_is_decoded() -> None:
+    fold = Fold(grace_ms=60_000)
+    raw, _ = wire(placed(T0), T0)
+    assert fold.apply(ORDER_EVENTS, 0, 0, b"not json", [("event_type", b"OrderPlaced")]) is None
+    assert fold.undecodable == 1
+    assert fold.apply(ORDER_EVENTS, 0, 1, raw, [("event_type", b"OrderPlaced")]) == "OrderPlaced"
+    assert str(ORDER) in fold.orders
+
+
+def test_the_consumer_thread_drops_passed_over_records_but_the_last_and_the_first_two() -> None:
+    reserved = wire(StockReserved(order_id=ORDER, lines=(), expires_at=T0), T0)[1]
+    money = Money(amount=500, currency="USD")
+    captured = wire(PaymentCaptured(order_id=ORDER, payment_id=ORDER, amount=money), T0)[1]
+    folded = wire(placed(T0), T0)[1]
+    kinds = [reserved, reserved, reserved, folded, captured, [], captured, folded, reserved]
+    records = [record(offset, headers) for offset, headers in enumerate(kinds)]
+    kept = [r.offset for r in thinned(records, passed_over)]
+    # 0 and 1: faust notes gaps only after an offset above 0; 5 has no type header; 8 is last
+    assert kept == [0, 1, 3, 5, 7, 8]
+    later = [record(100 + i, headers) for i, headers in enumerate(kinds)]
+    assert [r.offset for r in thinned(later, passed_over)] == [103, 105, 107, 108]
+    assert thinned(later[:1], passed_over) == later[:1]
+    assert thinned([], passed_over) == []
+
+
+async def test_the_workers_consumer_thread_thins_what_it_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folded = wire(placed(T0), T0)[1]
+    skipped = wire(status_changed(), T0)[1]
+    fetched = {"tp": [record(10 + i, h) for i, h in enumerate([folded, skipped, skipped])]}
+
+    async def fetch(*args: Any, **kwargs: Any) -> dict[str, list[Any]]:
+        return fetched
+
+    monkeypatch.setattr(AIOKafkaConsumerThread, "_fetch_records", fetch)
+    app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
+    thread = app.consumer._thread
+    try:
+        got = await thread._fetch_records(None, set(), timeout=0.1, max_records=10)
+    finally:
+        thread.thread_loop.close()
+    assert {tp: [r.offset for r in recs] for tp, recs in got.items()} == {"tp": [10, 12]}
