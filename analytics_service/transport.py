@@ -25,7 +25,11 @@ markers: it notes the gap between two records it read and counts the gap as ackn
 records of each fetched batch are kept whatever their type, for that bookkeeping: the last of each
 partition's (so what was read reaches the end of the fetch, for the commit and the fold's
 positions), and any at offsets 0 and 1 (faust notes a gap only after a record at an offset above
-0).
+0). faust's own gap bookkeeping (an interval tree rebuilt on every gap noted, expanded into the
+list of acknowledged offsets at every commit) then took a tenth of the service's CPU at 250
+orders/s, most of what the dropping saved: the consumer here acknowledges a gap's offsets at once
+instead, as faust acknowledges a record it handed on (its list and index of acknowledged offsets),
+so a commit costs what it did when every record went through.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import aiokafka
 import uvloop
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
+from faust.types.tuples import ack_lock
 
 PassedOver = Callable[[Sequence[tuple[str, bytes]]], bool]
 
@@ -80,6 +85,17 @@ def transport_class(
             return {tp: thinned(recs, passed_over) for tp, recs in records.items()}
 
     class FetchWaitConsumer(Consumer):
+        async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+            """Offsets offset_from..offset_to - 1 were not handed on (offset_to, the record
+            just read, is acknowledged when the agent is done with it): acknowledged now."""
+            with ack_lock:
+                committed = self._committed_offset[tp]
+                start = offset_from if committed is None else max(offset_from, committed)
+                index = self._acked_index[tp]
+                fresh = [o for o in range(start, offset_to) if o not in index]
+                index.update(fresh)
+                self._acked[tp].extend(fresh)
+
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
             thread = FetchWaitConsumerThread(
                 self, loop=self.loop, beacon=self.beacon, thread_loop=uvloop.new_event_loop()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
 
 from analytics_service.fold import FOLDED, Fold, passed_over
 from analytics_service.settings import Settings
@@ -137,3 +138,36 @@ async def test_the_workers_consumer_thread_thins_what_it_fetches(
     finally:
         thread.thread_loop.close()
     assert {tp: [r.offset for r in recs] for tp, recs in got.items()} == {"tp": [10, 12]}
+
+
+async def test_faust_commits_past_the_dropped_offsets_from_the_start_and_after_a_commit(
+    tmp_path: Path,
+) -> None:
+    """The drain loop calls _add_gap(tp, last read + 1, offset read) when offsets jump; the
+    worker's consumer acknowledges the gap's offsets at once, and faust's own commit arithmetic
+    (_new_offset) then moves past them."""
+    app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
+    consumer = app.consumer
+    tp = TP(ORDER_EVENTS, 0)
+
+    def read(offset: int) -> None:  # what Consumer.ack records for a record the agent finished
+        consumer._acked_index[tp].add(offset)
+        consumer._acked[tp].append(offset)
+
+    try:
+        for offset in (0, 1):  # never dropped
+            read(offset)
+        await consumer._add_gap(tp, 2, 5)  # 2, 3 and 4 dropped; 5 read
+        read(5)
+        assert consumer._new_offset(tp) == 6
+        consumer._committed_offset[tp] = 6
+        await consumer._add_gap(tp, 7, 9)  # after a seek to 6: 6, 7 and 8 dropped
+        read(9)
+        await consumer._add_gap(tp, 10, 12)
+        assert consumer._new_offset(tp) == 12  # 10 and 11 dropped, 12 not read yet
+        consumer._committed_offset[tp] = 12
+        read(12)
+        assert consumer._new_offset(tp) == 13
+        assert not consumer._gap[tp]  # faust's interval tree is not used
+    finally:
+        app.consumer._thread.thread_loop.close()
