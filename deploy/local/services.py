@@ -131,7 +131,14 @@ class ServiceSupervisor:
         return self.data_dir / "logs" / f"{svc.package}{self._suffix(replica)}.log"
 
     def pid(self, name: str, replica: int = 0) -> int | None:
+        """The service's running process: the one this supervisor started while it has not
+        ended (its own child: the pid cannot be reused before it is reaped here), otherwise the
+        one its pid file names if that process's command line names the service (one started
+        by another supervisor, e.g. an earlier `shop up`)."""
         svc = BY_NAME[name]
+        started = self._procs.get((svc.package, replica))
+        if started is not None and started.poll() is None:
+            return started.pid
         pid = read_pid(self.pid_file(svc, replica))
         if pid is None:
             return None
@@ -212,11 +219,25 @@ class ServiceSupervisor:
             # file) a moment before it has an exit code to read.
             code = proc.wait(EXIT_GRACE_S)
         except subprocess.TimeoutExpired:
-            return f"(pid {proc.pid}) no longer matches its pid file, yet is still running"
+            return (
+                f"(pid {proc.pid}) no longer matches its pid file, yet is still running "
+                f"({self._pid_file_view(BY_NAME[name], replica)})"
+            )
         if code < 0:
             with contextlib.suppress(ValueError):
                 return f"(pid {proc.pid}) was killed by {signal.Signals(-code).name}"
         return f"(pid {proc.pid}) exited with code {code}"
+
+    def _pid_file_view(self, svc: ServiceDef, replica: int) -> str:
+        """What the pid file names and what that process looks like now, for an error."""
+        pid = read_pid(self.pid_file(svc, replica))
+        if pid is None:
+            return f"the pid file {self.pid_file(svc, replica)} names no pid"
+        try:
+            proc = psutil.Process(pid)
+            return f"the pid file names {pid}: {proc.status()}, command line {proc.cmdline()}"
+        except psutil.Error as exc:
+            return f"the pid file names {pid}: {exc!r}"
 
     def ready(self, name: str, replica: int = 0) -> bool:
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local import services
 from deploy.local.common import InfraError
 from deploy.local.services import ServiceSupervisor
 from tests.ports import free_port
@@ -52,8 +53,9 @@ def test_a_service_killed_by_a_signal_is_reported_with_the_signal(tmp_path: Path
 
 
 def test_a_process_the_supervisor_stopped_itself_is_not_reported_as_having_died(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(services, "EXIT_GRACE_S", 0.2)
     sup = supervisor(tmp_path)
     # its command line names the service, as the supervisor checks before it signals a pid
     proc = subprocess.Popen(
@@ -63,10 +65,32 @@ def test_a_process_the_supervisor_stopped_itself_is_not_reported_as_having_died(
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "catalog_service.pid").write_text(str(proc.pid))
     try:
-        assert sup.how_it_ended("catalog").endswith("yet is still running")
+        ended = sup.how_it_ended("catalog")
+        assert f"yet is still running (the pid file names {proc.pid}: " in ended
+        assert "'catalog_service']" in ended  # what the process's command line is now
         assert sup.stop("catalog") is True
         assert proc.poll() is not None
         assert sup.how_it_ended("catalog") == "exited"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_process_the_supervisor_started_is_running_until_it_ends_whatever_its_pid_file_says(
+    tmp_path: Path,
+) -> None:
+    """Its own child is the authority: a pid file that no longer names it (or a command line
+    read badly) must not make a starting service look dead, nor a stop miss it."""
+    sup = supervisor(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sup._procs[("catalog_service", 0)] = proc
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "catalog_service.pid").write_text("1")  # not it, not a service
+    try:
+        assert sup.pid("catalog") == proc.pid
+        assert sup.stop("catalog") is True
+        assert proc.poll() is not None
+        assert sup.pid("catalog") is None
     finally:
         proc.kill()
         proc.wait(10)
