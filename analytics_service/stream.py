@@ -35,7 +35,6 @@ from analytics_service.transport import use_transport
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
-from events.kit.partitioner import CachedPartitioner
 from events.topics import SAGA_PARTITIONS, TopicSpec
 
 log = get_logger(__name__)
@@ -105,8 +104,6 @@ class AnalyticsStream:
             # Changelog writes share produce requests (faust's default, 0, sent one per update;
             # the changelog is only read on recovery, so 20 ms more costs no freshness).
             producer_linger=0.02,
-            # the changelog records' partitions, as faust's default places them, hashes cached
-            producer_partitioner=CachedPartitioner(),
         )
         use_transport(app, s.fetch_max_wait_ms, passed_over)
         # use_partitioner: changelog records are placed by key rather than by the source record's
