@@ -227,6 +227,26 @@ class InboxConsumer:
                 if not closed_transport(exc) or self._stopping.is_set():
                     raise
                 await self._start_again(exc)
+                continue
+            died = self._fetcher_died()
+            if died is not None and not self._stopping.is_set():
+                await self._start_again(died)
+
+    def _fetcher_died(self) -> BaseException | None:
+        """What ended aiokafka's background fetch routine, if an error did.
+
+        The same closed-transport error (aio-libs/aiokafka#1038) can end the routine that fetches
+        for the consumer rather than its coordinator. aiokafka only logs it ("Unexpected error in
+        fetcher routine"): the consumer stays in its group, heartbeating, holding its partitions,
+        and getmany returns nothing from then on. A chaos run found inventory so, its partitions'
+        commands never applied.
+        """
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        routine = getattr(fetcher, "error_future", None)
+        if routine is None or not routine.done() or routine.cancelled():
+            return None
+        error: BaseException | None = routine.exception()
+        return error
 
     async def _poll_once(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._batch_max)
@@ -240,13 +260,14 @@ class InboxConsumer:
                 await self.flush_commits()
         await self._update_lag()
 
-    async def _start_again(self, exc: RuntimeError) -> None:
+    async def _start_again(self, exc: BaseException) -> None:
         """Replace a consumer whose background routine died of a closed connection.
 
         Under uvloop, aiokafka's write to a connection the broker (or a network fault) closed
         raises RuntimeError instead of the OSError it handles (aio-libs/aiokafka#1038); its group
-        coordinator then dies and every getmany re-raises. What was applied but not committed is
-        read again by whoever gets the partitions, and the inbox skips it.
+        coordinator then dies and every getmany re-raises, or its fetch routine dies and getmany
+        returns nothing (`_fetcher_died`). What was applied but not committed is read again by
+        whoever gets the partitions, and the inbox skips it.
         """
         self.restarts += 1
         log.warning(
