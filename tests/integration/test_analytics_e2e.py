@@ -435,7 +435,8 @@ async def test_the_worker_commits_to_the_end_of_every_partition_past_the_records
     are not folded); faust must still commit past them, from offset 0 of the session's topics
     on, or a restart would read them again and its lag would never reach 0."""
     products = await make_products(http, skus)
-    await all_terminal(http, await post_orders(http, products, 40, seed=11))
+    # a few orders of their own (not of products[0], whose stock the browser test needs)
+    await all_terminal(http, await post_orders(http, products[1:2], 5, seed=11))
     bootstrap = platform.kafka_bootstrap
     group = (await http["analytics"].get("/api/state")).json()["app_id"]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
