@@ -567,46 +567,63 @@ async def test_with_a_unit_and_parallel_keys_the_keys_handlers_run_concurrently_
     assert len(units) == consumer.stats.batches  # one transaction (and unit) per batch
 
 
-async def test_a_consumer_killed_by_a_closed_connection_under_uvloop_is_replaced_and_goes_on(
-    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+CLOSED_TRANSPORT = (
+    "unable to perform operation on <TCPTransport closed=True reading=False>; the handler is closed"
+)
+
+
+async def closed_transport(*_: object, **__: object) -> Any:
+    """What aiokafka's writes raise under uvloop on a connection the broker closed
+    (aio-libs/aiokafka#1038)."""
+    raise RuntimeError(CLOSED_TRANSPORT)
+
+
+async def replaced_after(
+    stack: object,
+    types: KitTypes,
+    kit_pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    name: str,
+    breaking: Callable[[AIOKafkaConsumer], Awaitable[None]],
 ) -> None:
-    name = f"closed-{types.topic}"
+    """Five messages applied, `breaking` done to the consumer's aiokafka consumer, four more sent:
+    all nine are applied once, by a new aiokafka consumer that replaced the broken one."""
     consumer = inbox_consumer(stack, types, kit_pool, producer, name)
-    first = [wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(5)]
-    later = [
-        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(5, 9)
+    envelopes = [
+        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(9)
     ]
-    for env in first:
-        await producer.send(types.topic, encode(env), key=b"k")
-    await producer.flush()
-    async with running(consumer):
 
-        async def first_applied() -> bool:
-            return consumer.stats.applied >= len(first)
-
-        await eventually(first_applied)
-        broken = consumer.kafka
-
-        async def dead_coordinator(*_: object, **__: object) -> object:
-            # what getmany re-raises once aiokafka's coordinator died of uvloop's closed-transport
-            # error (aio-libs/aiokafka#1038)
-            raise RuntimeError(
-                "unable to perform operation on <TCPTransport closed=True reading=False>;"
-                " the handler is closed"
-            )
-
-        broken.getmany = dead_coordinator
-        for env in later:
+    async def send(batch: list[Any]) -> None:
+        for env in batch:
             await producer.send(types.topic, encode(env), key=b"k")
         await producer.flush()
 
-        async def all_applied() -> bool:
-            return consumer.stats.applied >= len(first) + len(later)
+    await send(envelopes[:5])
+    async with running(consumer):
 
-        await eventually(all_applied)
+        async def applied(n: int) -> bool:
+            return consumer.stats.applied >= n
+
+        await eventually(lambda: applied(5))
+        broken = consumer.kafka
+        await breaking(broken)
+        await send(envelopes[5:])
+        await eventually(lambda: applied(9))
         assert consumer.kafka is not broken
         assert consumer.restarts == 1
     assert await applied_count(kit_pool, name) == (9, 9)
+
+
+async def test_a_consumer_killed_by_a_closed_connection_under_uvloop_is_replaced_and_goes_on(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    async def coordinator_dies(broken: AIOKafkaConsumer) -> None:
+        # what getmany re-raises once aiokafka's coordinator died of that error
+        broken.getmany = closed_transport
+
+    await replaced_after(
+        stack, types, kit_pool, producer, f"closed-{types.topic}", coordinator_dies
+    )
 
 
 async def test_a_consumer_whose_fetch_routine_died_of_a_closed_connection_is_replaced(
@@ -615,45 +632,13 @@ async def test_a_consumer_whose_fetch_routine_died_of_a_closed_connection_is_rep
     """aiokafka only logs the error that ends its fetch routine: the consumer would stay in its
     group holding its partitions while getmany returns nothing, and their records would never be
     applied (a chaos run found inventory so)."""
-    name = f"fetcher-{types.topic}"
-    consumer = inbox_consumer(stack, types, kit_pool, producer, name)
-    first = [wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(5)]
-    later = [
-        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(5, 9)
-    ]
-    for env in first:
-        await producer.send(types.topic, encode(env), key=b"k")
-    await producer.flush()
-    async with running(consumer):
 
-        async def first_applied() -> bool:
-            return consumer.stats.applied >= len(first)
-
-        await eventually(first_applied)
-        broken = consumer.kafka
-
-        async def closed_transport(*_: object, **__: object) -> bool:
-            # what a fetch request's write raises under uvloop on a connection the broker closed
-            # (aio-libs/aiokafka#1038); aiokafka's fetch routine logs it and ends
-            raise RuntimeError(
-                "unable to perform operation on <TCPTransport closed=True reading=False>;"
-                " the handler is closed"
-            )
-
+    async def fetcher_dies(broken: AIOKafkaConsumer) -> None:
         broken._fetcher._proc_fetch_request = closed_transport
+        await eventually(lambda: _done(broken._fetcher.error_future))
 
-        async def fetcher_dead() -> bool:
-            return broken._fetcher.error_future.done() or consumer.kafka is not broken
+    await replaced_after(stack, types, kit_pool, producer, f"fetcher-{types.topic}", fetcher_dies)
 
-        await eventually(fetcher_dead)
-        for env in later:
-            await producer.send(types.topic, encode(env), key=b"k")
-        await producer.flush()
 
-        async def all_applied() -> bool:
-            return consumer.stats.applied >= len(first) + len(later)
-
-        await eventually(all_applied)
-        assert consumer.kafka is not broken
-        assert consumer.restarts == 1
-    assert await applied_count(kit_pool, name) == (9, 9)
+async def _done(future: Any) -> bool:
+    return bool(future.done())
