@@ -83,11 +83,11 @@ def test_nested_blocks_restore_the_outer_fields_and_a_lines_own_field_wins(
 def test_tasks_started_inside_the_block_keep_its_fields() -> None:
     async def main() -> dict[str, object]:
         async def task() -> dict[str, object]:
-            await asyncio.sleep(0)
             return dict(merge_message_context(None, "info", {}))
 
         with message_context(lambda: {"event_id": "e-3"}):
             started = asyncio.create_task(task())
+        # it runs only now, after the block has ended, with the context it was started in
         return await started
 
     assert asyncio.run(main()) == {"event_id": "e-3"}
