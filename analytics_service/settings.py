@@ -35,6 +35,13 @@ class Settings(ServiceSettings):
         description="How long the broker may hold a fetch that found nothing (faust's is 1500): "
         "while it waits, partitions with traffic are not fetched again.",
     )
+    fetch_min_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="How much a fetch waits for (at most fetch_max_wait_ms): fewer, fuller "
+        "fetches. With 1 (Kafka's default) every few events cost a fetch of their own, and "
+        "the worker used a third of a core at 50 orders/s.",
+    )
     table_cache_keys: int = Field(
         default=10_000,
         ge=0,

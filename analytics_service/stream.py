@@ -105,7 +105,7 @@ class AnalyticsStream:
             # the changelog is only read on recovery, so 20 ms more costs no freshness).
             producer_linger=0.02,
         )
-        use_transport(app, s.fetch_max_wait_ms, passed_over)
+        use_transport(app, s.fetch_max_wait_ms, passed_over, s.fetch_min_bytes)
         # use_partitioner: changelog records are placed by key rather than by the source record's
         # partition (faust's co-partitioning check misreads the changelog as having 0 partitions
         # on this broker). One worker holds every partition, so recovery reads them all.

@@ -57,15 +57,17 @@ def test_every_database_shares_one_cache_and_one_memtable_budget(tmp_path: Path)
         db.close()
 
 
-async def test_the_worker_consumer_waits_at_most_the_fetch_wait_setting(tmp_path: Path) -> None:
+async def test_the_worker_consumer_fetches_with_the_fetch_settings(tmp_path: Path) -> None:
     """faust's driver fixes 1500 ms; a fetch of quiet partitions held that long kept the busy
-    ones from being fetched again (analytics trailed its topics by over a second)."""
-    s = AnalyticsStream(Settings(data_dir=tmp_path, fetch_max_wait_ms=80))
+    ones from being fetched again (analytics trailed its topics by over a second). And it asks
+    for 1 byte, so that every few events cost a fetch of their own."""
+    s = AnalyticsStream(Settings(data_dir=tmp_path, fetch_max_wait_ms=80, fetch_min_bytes=4096))
     app = s.build()
     thread = app.consumer._thread
     kafka = thread._create_worker_consumer(app.transport)
     try:
-        assert kafka._fetch_max_wait_ms == 80
+        assert (kafka._fetch_max_wait_ms, kafka._fetch_min_bytes) == (80, 4096)
+        assert Settings().fetch_min_bytes == 64 * 1024
     finally:
         await kafka._client.close()
 
