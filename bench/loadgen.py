@@ -170,7 +170,11 @@ class TerminalTracker:
             bootstrap_servers=bootstrap,
             auto_offset_reset="latest",
             group_id=None,
-            fetch_max_wait_ms=50,
+            # Fewer, fuller fetches: the latency is the terminal event's own time, whenever this
+            # reads it, so waiting for 64 KiB costs no figure, and at 1 byte and 50 ms the
+            # tracker cost the load generator half its CPU at 50 orders/s (docs/performance.md).
+            fetch_max_wait_ms=200,
+            fetch_min_bytes=64 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.terminal: dict[str, tuple[str, float]] = {}
