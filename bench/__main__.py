@@ -51,6 +51,7 @@ from deploy.eventlog.transfer import export
 from deploy.local.services import SERVICES, ServiceSupervisor
 from deploy.local.stack import LocalStack
 from deploy.seed import demo_catalog, initial_stock, seed_platform
+from events.kit import gcsettle
 from events.topics import all_topics
 
 # Below Linux's ephemeral range (32768-60999), so no outgoing connection holds one of its ports
@@ -372,6 +373,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await tracker.start()
         probe = FreshnessProbe(sup.url("analytics"), tracker)
         probe.start()
+        gcsettle.settle()  # as every service does: a full collection here paused the load
         print("warming up", flush=True)
         await drive(
             f"{sup.url('order')}/orders",

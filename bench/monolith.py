@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from events.ids import new_id
-from events.kit import db
+from events.kit import db, gcsettle
 from events.kit.auth import AuthError, TokenPolicy
 from events.kit.http import NO_TELEMETRY
 from events.kit.settings import ServiceSettings
@@ -133,6 +133,7 @@ async def serve(port: int, url: str, pool_size: int, gateway_state: Path | None 
     policy = TokenPolicy(key, settings.auth_issuer, settings.auth_audience)
     app = build(pool, SimulatedGateway(state_path=gateway_state), policy)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    gcsettle.settle()  # as the platform's services do once started
     await uvicorn.Server(config).serve()
 
 

@@ -18,7 +18,7 @@ import uvloop
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from events.kit import auth, db
+from events.kit import auth, db, gcsettle
 from events.kit.admin import ensure_topics
 from events.kit.http import NO_TELEMETRY, harden, health_router
 from events.kit.inbox import Handlers, InboxConsumer, UnitFactory
@@ -163,6 +163,7 @@ class ServiceRuntime:
             )
             self._http = uvicorn.Server(config)
             self._spawn(self._http.serve(), "http")
+        gcsettle.settle()
         log.info("service started", http=f"http://{s.http_host}:{s.http_port}" if http else None)
 
     def _spawn(self, coro: object, name: str) -> None:
