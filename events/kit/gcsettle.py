@@ -30,10 +30,12 @@ import os
 YOUNG_THRESHOLD = 7_000
 
 
-def settle() -> None:
-    """Once the process has started: collect, freeze what is left, set the thresholds."""
+def settle(*, collect: bool = True) -> None:
+    """Once the process has started: collect (a command line tool need not), freeze what is
+    left, set the thresholds."""
     young = int(os.environ.get("SHOP_GC_YOUNG", YOUNG_THRESHOLD))
-    gc.collect()
+    if collect:
+        gc.collect()
     if os.environ.get("SHOP_GC_FREEZE", "1") == "1":
         gc.freeze()
     _, older, oldest = gc.get_threshold()
