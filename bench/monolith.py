@@ -11,7 +11,6 @@ Run: python -m bench.monolith --port 8099 --database-url postgresql://... [--gat
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 import uvicorn
+import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -148,7 +148,8 @@ def main() -> None:
         help="the gateway simulator's books in this SQLite file (default: in memory)",
     )
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.database_url, args.pool_size, args.gateway_state))
+    # uvloop, as `uvicorn app:app` picks when it is installed and as the platform's services run
+    uvloop.run(serve(args.port, args.database_url, args.pool_size, args.gateway_state))
 
 
 if __name__ == "__main__":
