@@ -2,23 +2,21 @@
 
 A service imports pydantic models, FastAPI, aiokafka and faust, and builds its validators and app
 at startup: about 100k objects that live as long as the process. CPython's full collection
-(generation 2) walks every one of them each time, 45 ms at rest and over 100 ms under load; in a
-bench run at 250 orders/s the order service spent 2.9 s in 33 full collections (the longest 108
-ms) and analytics 2.2 s in 14 (the longest 340 ms), each a pause of every request and message in
-flight. `gc.freeze()` moves what exists once the service has started into a generation no
-collection walks again (CPython's documented use is for pre-fork servers; the effect on a steady
-service is the same).
+(generation 2) walks every one of them each time, 45 ms at rest and over 100 ms under load: a pause
+of every request and message in flight (figures below). `gc.freeze()` moves what exists once the
+service has started into a generation no collection walks again (CPython's documented use is for
+pre-fork servers; the effect on a steady service is the same).
 
 Under load the young generation (700 allocations by default) is collected hundreds of times a
-second, and each collection promotes whatever is in flight at that moment (a batch being applied,
-a request being answered) to the older generations, where it costs the next full collections.
-A larger threshold collects less often and promotes less of what is about to die anyway.
+second, and each collection promotes whatever is in flight at that moment (a batch being applied, a
+request being answered) to the older generations, where it costs the next full collections. A
+larger threshold collects less often and promotes less of what is about to die anyway.
 
 Measured (docs/performance.md, session 19): in bench runs at 50, 150 and 250 orders/s, the order
-service spent 3.1 s in collections with CPython's defaults, 1.7 s with startup frozen, and 0.4 s
-with a young generation of 7,000 as well, with no full collection after startup at all;
-analytics 3.2, 1.6 and 0.5 s. `SHOP_GC_FREEZE=0` and `SHOP_GC_YOUNG=<n>` override both, to
-measure them again.
+service spent 3.1 s in collections with CPython's defaults (19 full ones, the longest 109 ms), 1.7
+s with startup frozen, and 0.4 s with a young generation of 7,000 as well, with no full collection
+after startup at all; analytics 3.2, 1.6 and 0.5 s. `SHOP_GC_FREEZE=0` and `SHOP_GC_YOUNG=<n>`
+override both, to measure them again.
 """
 
 from __future__ import annotations
