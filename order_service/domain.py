@@ -110,13 +110,26 @@ def _cancel(
     )
 
 
+def _return_payment(order: Order, reason: str) -> Message:
+    """What gives an unfinished order's payment back: a refund once it was captured (capture and
+    the stock commit run at the same time, so a capture may come before the order fails), else a
+    void of the authorization (a void that meets a capture still in flight is refused, and the
+    capture's reply then finds the order ended and refunds it)."""
+    if order.payment_captured:
+        return RefundPayment(
+            order_id=order.order_id,
+            amount=order.total,
+            reason=reason,
+            idempotency_key=key(order, "refund"),
+        )
+    return VoidPayment(order_id=order.order_id, reason=reason, idempotency_key=key(order, "void"))
+
+
 def compensations(order: Order, reason: str) -> list[Message]:
     """What undoes an unfinished order's effects so far, newest first (reverse order of steps)."""
     msgs: list[Message] = []
     if order.status in (S.STOCK_RESERVED, S.PAYMENT_AUTHORIZED):
-        msgs.append(
-            VoidPayment(order_id=order.order_id, reason=reason, idempotency_key=key(order, "void"))
-        )
+        msgs.append(_return_payment(order, reason))
     if order.stock_committed:
         msgs.append(RestockOrder(order_id=order.order_id, reason=reason))
     else:
@@ -160,10 +173,13 @@ def on_stock_rejected(order: Order, reason: str, shortages: tuple[Shortage, ...]
 def on_payment_authorized(order: Order, now: datetime, d: Deadlines) -> Decision:
     if order.status == S.STOCK_RESERVED:
         moved, changed = _advanced(order, S.PAYMENT_AUTHORIZED, now, d)
+        capture = CapturePayment(
+            order_id=order.order_id, amount=order.total, idempotency_key=key(order, "capture")
+        )
         return Decision(
             moved,
-            [changed, CommitReservation(order_id=order.order_id)],
-            "payment authorized; committing stock",
+            [changed, CommitReservation(order_id=order.order_id), capture],
+            "payment authorized; committing stock and capturing payment",
         )
     if order.ended_without_sale:
         void = VoidPayment(
@@ -182,13 +198,21 @@ def on_payment_declined(order: Order, code: str, reason: str, now: datetime) -> 
     return Decision(cancelled, [*msgs, event], why)
 
 
+def _confirmed(order: Order, note: str) -> Decision:
+    """Both the stock commit and the capture are in: the order is sold."""
+    confirmed = replace(order, status=S.CONFIRMED, deadline=None, reason=None)
+    event = OrderConfirmed(
+        order_id=order.order_id, customer_id=order.customer_id, total=order.total
+    )
+    return Decision(confirmed, [event], note)
+
+
 def on_reservation_committed(order: Order, now: datetime, d: Deadlines) -> Decision:
     if order.status == S.PAYMENT_AUTHORIZED and not order.stock_committed:
-        moved = replace(order, stock_committed=True, deadline=now + d.confirm)
-        capture = CapturePayment(
-            order_id=order.order_id, amount=order.total, idempotency_key=key(order, "capture")
-        )
-        return Decision(moved, [capture], "stock committed; capturing payment")
+        moved = replace(order, stock_committed=True)
+        if moved.payment_captured:
+            return _confirmed(moved, "stock committed; order confirmed")
+        return Decision(moved, [], "stock committed; waiting for the capture")
     if order.ended_without_sale and not order.stock_committed:
         restock = RestockOrder(order_id=order.order_id, reason=f"order already {order.status}")
         return Decision(replace(order, stock_committed=True), [restock], "late commit restocked")
@@ -198,11 +222,8 @@ def on_reservation_committed(order: Order, now: datetime, d: Deadlines) -> Decis
 def on_reservation_lost(order: Order, why: str, now: datetime) -> Decision:
     """The reservation expired or was released while the order still needed it."""
     if order.status in (S.STOCK_RESERVED, S.PAYMENT_AUTHORIZED) and not order.stock_committed:
-        msgs = [
-            VoidPayment(order_id=order.order_id, reason=why, idempotency_key=key(order, "void"))
-        ]
-        cancelled, event = _cancel(order, why, now)
-        return Decision(cancelled, [*msgs, event], why)
+        cancelled, event = _cancel(order, why, now, refunded=order.payment_captured)
+        return Decision(cancelled, [_return_payment(order, why), event], why)
     if order.status == S.PENDING:
         cancelled, event = _cancel(order, why, now)
         return Decision(cancelled, [event], why)
@@ -210,14 +231,11 @@ def on_reservation_lost(order: Order, why: str, now: datetime) -> Decision:
 
 
 def on_payment_captured(order: Order, now: datetime) -> Decision:
-    if order.status == S.PAYMENT_AUTHORIZED and order.stock_committed:
-        confirmed = replace(
-            order, status=S.CONFIRMED, payment_captured=True, deadline=None, reason=None
-        )
-        event = OrderConfirmed(
-            order_id=order.order_id, customer_id=order.customer_id, total=order.total
-        )
-        return Decision(confirmed, [event], "payment captured; order confirmed")
+    if order.status == S.PAYMENT_AUTHORIZED and not order.payment_captured:
+        moved = replace(order, payment_captured=True)
+        if moved.stock_committed:
+            return _confirmed(moved, "payment captured; order confirmed")
+        return Decision(moved, [], "payment captured; waiting for the stock commit")
     if order.ended_without_sale and not order.refunded:
         refund = RefundPayment(
             order_id=order.order_id,
@@ -234,7 +252,7 @@ def on_capture_failed(order: Order, reason: str, now: datetime) -> Decision:
         return NOTHING
     why = f"payment capture failed: {reason}"
     msgs = compensations(order, why)
-    cancelled, event = _cancel(order, why, now)
+    cancelled, event = _cancel(order, why, now, refunded=order.payment_captured)
     return Decision(cancelled, [*msgs, event], why)
 
 
@@ -248,12 +266,14 @@ def on_deadline(order: Order, now: datetime) -> Decision:
     """A step's deadline passed: compensate what was done and cancel."""
     if order.terminal or order.deadline is None or order.deadline > now:
         return NOTHING
+    awaited = [] if order.stock_committed else ["stock commit"]
+    awaited += [] if order.payment_captured else ["payment capture"]
     waiting = {S.PENDING: "stock reservation", S.STOCK_RESERVED: "payment authorization"}.get(
-        order.status, "payment capture" if order.stock_committed else "stock commit"
+        order.status, " and ".join(awaited)
     )
     why = f"timed out waiting for {waiting}"
     msgs = compensations(order, why)
-    cancelled, event = _cancel(order, why, now)
+    cancelled, event = _cancel(order, why, now, refunded=order.payment_captured)
     return Decision(cancelled, [*msgs, event], why)
 
 
@@ -278,7 +298,7 @@ def cancel(order: Order, reason: str, now: datetime) -> Decision:
     if order.ended_without_sale:
         raise CannotCancel(f"order is already {order.status}")
     msgs = compensations(order, reason)
-    cancelled, event = _cancel(order, reason, now)
+    cancelled, event = _cancel(order, reason, now, refunded=order.payment_captured)
     return Decision(cancelled, [*msgs, event], "cancelled by customer")
 
 

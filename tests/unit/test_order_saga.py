@@ -84,19 +84,77 @@ def test_payment_declined_releases_the_reservation_and_voids_defensively() -> No
     assert kinds(d) == [VoidPayment, ReleaseReservation, OrderCancelled]
 
 
-def test_payment_authorized_commits_the_reservation_before_capturing() -> None:
+def test_payment_authorized_commits_the_stock_and_captures_at_once() -> None:
     d = domain.on_payment_authorized(order(S.STOCK_RESERVED), NOW, D)
     assert d.order is not None
     assert d.order.status == S.PAYMENT_AUTHORIZED
-    assert kinds(d)[-1] is CommitReservation
-    d2 = domain.on_reservation_committed(d.order, NOW, D)
+    assert d.order.deadline == NOW + D.confirm
+    assert kinds(d)[-2:] == [CommitReservation, CapturePayment]
+    capture = d.messages[-1]
+    assert isinstance(capture, CapturePayment)
+    assert capture.idempotency_key.endswith(":capture")
+    assert capture.amount == d.order.total
+
+
+@pytest.mark.parametrize("commit_first", [True, False])
+def test_the_order_is_confirmed_once_both_the_commit_and_the_capture_are_in(
+    commit_first: bool,
+) -> None:
+    authorized = domain.on_payment_authorized(order(S.STOCK_RESERVED), NOW, D).order
+    assert authorized is not None
+    steps = [
+        lambda o: domain.on_reservation_committed(o, NOW, D),
+        lambda o: domain.on_payment_captured(o, NOW),
+    ]
+    first, second = steps if commit_first else steps[::-1]
+    d1 = first(authorized)
+    assert d1.order is not None
+    assert d1.order.status == S.PAYMENT_AUTHORIZED
+    assert d1.messages == []
+    assert d1.order.deadline == authorized.deadline  # the confirm deadline still runs
+    assert first(d1.order) == domain.NOTHING  # a duplicate of the first reply changes nothing
+    d2 = second(d1.order)
     assert d2.order is not None
+    assert d2.order.status == S.CONFIRMED
     assert d2.order.stock_committed
-    assert kinds(d2) == [CapturePayment]
-    d3 = domain.on_payment_captured(d2.order, NOW)
-    assert d3.order is not None
-    assert d3.order.status == S.CONFIRMED
-    assert kinds(d3) == [OrderConfirmed]
+    assert d2.order.payment_captured
+    assert d2.order.deadline is None
+    assert kinds(d2) == [OrderConfirmed]
+
+
+def test_a_reservation_lost_after_the_capture_is_refunded_not_voided() -> None:
+    captured = order(S.PAYMENT_AUTHORIZED, payment_captured=True)
+    d = domain.on_reservation_lost(captured, "reservation expired", NOW)
+    assert d.order is not None
+    assert d.order.status == S.CANCELLED
+    assert d.order.refunded
+    assert kinds(d) == [RefundPayment, OrderCancelled]
+    refund = d.messages[0]
+    assert isinstance(refund, RefundPayment)
+    assert refund.amount == captured.total
+    assert refund.idempotency_key.endswith(":refund")
+    # the refund's own reply, and any repeat of the capture, change nothing more
+    assert domain.on_payment_captured(d.order, NOW) == domain.NOTHING
+
+
+def test_a_reservation_lost_before_the_capture_voids_and_a_capture_in_flight_is_refunded() -> None:
+    d = domain.on_reservation_lost(order(S.PAYMENT_AUTHORIZED), "reservation expired", NOW)
+    assert d.order is not None
+    assert kinds(d) == [VoidPayment, OrderCancelled]
+    assert not d.order.refunded
+    # the capture sent with the commit was applied before the void: its reply refunds it
+    late = domain.on_payment_captured(d.order, NOW)
+    assert kinds(late) == [RefundPayment]
+
+
+def test_a_failed_capture_while_the_commit_is_in_flight_is_restocked_when_the_commit_lands() -> (
+    None
+):
+    d = domain.on_capture_failed(order(S.PAYMENT_AUTHORIZED), "gateway down", NOW)
+    assert d.order is not None
+    assert d.order.status == S.CANCELLED
+    assert kinds(d) == [VoidPayment, ReleaseReservation, OrderCancelled]
+    assert kinds(domain.on_reservation_committed(d.order, NOW, D)) == [RestockOrder]
 
 
 def test_a_late_authorization_for_a_cancelled_order_is_voided() -> None:
@@ -145,6 +203,30 @@ def test_a_missed_deadline_compensates_newest_step_first_and_cancels(
     assert kinds(d) == expected
 
 
+@pytest.mark.parametrize(
+    ("committed", "captured", "expected", "waiting"),
+    [
+        (False, False, [VoidPayment, ReleaseReservation], "stock commit and payment capture"),
+        (True, False, [VoidPayment, RestockOrder], "payment capture"),
+        (False, True, [RefundPayment, ReleaseReservation], "stock commit"),
+    ],
+)
+def test_a_missed_confirm_deadline_names_what_is_missing_and_returns_a_capture(
+    committed: bool, captured: bool, expected: list[type], waiting: str
+) -> None:
+    late = order(
+        S.PAYMENT_AUTHORIZED,
+        stock_committed=committed,
+        payment_captured=captured,
+        deadline=NOW - timedelta(seconds=1),
+    )
+    d = domain.on_deadline(late, NOW)
+    assert d.order is not None
+    assert d.order.reason == f"timed out waiting for {waiting}"
+    assert d.order.refunded is captured
+    assert kinds(d) == [*expected, OrderCancelled]
+
+
 def test_a_deadline_not_yet_passed_changes_nothing() -> None:
     assert domain.on_deadline(order(), NOW) == domain.NOTHING
 
@@ -155,6 +237,13 @@ def test_cancel_after_confirmation_refunds_and_restocks() -> None:
     assert d.order.status == S.CANCELLED
     assert d.order.refunded
     assert kinds(d) == [RefundPayment, RestockOrder, OrderCancelled]
+
+
+def test_cancel_between_the_capture_and_the_commit_refunds_and_releases() -> None:
+    d = domain.cancel(order(S.PAYMENT_AUTHORIZED, payment_captured=True), "r", NOW)
+    assert d.order is not None
+    assert d.order.refunded
+    assert kinds(d) == [RefundPayment, ReleaseReservation, OrderCancelled]
 
 
 def test_cancelling_an_order_that_already_ended_unsold_is_refused() -> None:
