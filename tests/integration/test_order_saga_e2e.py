@@ -237,6 +237,65 @@ async def test_cancel_before_confirmation_releases_stock_and_after_it_refunds_an
     assert again.status_code == 409
 
 
+async def test_a_capture_that_lands_before_the_stock_commit_is_refunded_when_the_order_ends(
+    http: dict[str, httpx.AsyncClient], platform: ServiceSupervisor
+) -> None:
+    """The commit and the capture go out together: with inventory stopped, the capture lands
+    first; the customer's cancel must then refund it (a void would be refused), and the stock must
+    come back whether the commit lands before the release or the reservation expires first."""
+    sku = await product(http, stock=5)
+    stopped: list[str] = []
+
+    def stop(service: str) -> None:
+        platform.send_signal(service, signal.SIGSTOP)
+        stopped.append(service)
+
+    def resume(service: str) -> None:
+        platform.send_signal(service, signal.SIGCONT)
+        stopped.remove(service)
+
+    async def notes(order_id: str) -> list[str]:
+        body = (await http["order"].get(f"/orders/{order_id}")).json()
+        return [t["note"] for t in body["timeline"]]
+
+    try:
+        stop("payment")  # the order waits at STOCK_RESERVED ...
+        order_id = await order_id_of(await place(http, [(sku, 2)]))
+
+        async def reserved() -> bool:
+            body = (await http["order"].get(f"/orders/{order_id}")).json()
+            return bool(body["status"] == "STOCK_RESERVED")
+
+        await wait_until(reserved, timeout=20)
+        stop("inventory")  # ... until inventory can no longer commit; then payment answers
+        resume("payment")
+
+        async def captured_first() -> bool:
+            return "payment captured; waiting for the stock commit" in await notes(order_id)
+
+        await wait_until(captured_first, timeout=20)
+        r = await http["order"].post(f"/orders/{order_id}/cancel", json={"reason": "changed"})
+        assert r.status_code == 202, r.text
+        cancelled = (await http["order"].get(f"/orders/{order_id}")).json()
+        assert cancelled["status"] == "CANCELLED"
+        assert cancelled["refunded"] is True
+    finally:
+        for service in list(stopped):
+            resume(service)
+
+    async def settled() -> bool:
+        s = await stock_of(http, sku)
+        pay = await payment_of(http, order_id)
+        return (
+            s == s | {"on_hand": 5, "reserved": 0, "available": 5}
+            and pay is not None
+            and pay["status"] == "REFUNDED"
+        )
+
+    await wait_until(settled, timeout=40)
+    assert (await http["order"].get(f"/orders/{order_id}")).json()["status"] == "CANCELLED"
+
+
 async def test_a_hundred_concurrent_orders_for_ten_units_confirm_exactly_ten(
     http: dict[str, httpx.AsyncClient],
 ) -> None:
