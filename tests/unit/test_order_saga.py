@@ -102,10 +102,14 @@ def test_the_order_is_confirmed_once_both_the_commit_and_the_capture_are_in(
 ) -> None:
     authorized = domain.on_payment_authorized(order(S.STOCK_RESERVED), NOW, D).order
     assert authorized is not None
-    steps = [
-        lambda o: domain.on_reservation_committed(o, NOW, D),
-        lambda o: domain.on_payment_captured(o, NOW),
-    ]
+
+    def committed(o: Order) -> domain.Decision:
+        return domain.on_reservation_committed(o, NOW, D)
+
+    def captured(o: Order) -> domain.Decision:
+        return domain.on_payment_captured(o, NOW)
+
+    steps = [committed, captured]
     first, second = steps if commit_first else steps[::-1]
     d1 = first(authorized)
     assert d1.order is not None
@@ -128,7 +132,8 @@ def test_a_reservation_lost_after_the_capture_is_refunded_not_voided() -> None:
     assert d.order is not None
     assert d.order.status == S.CANCELLED
     assert d.order.refunded
-    assert kinds(d) == [RefundPayment, OrderCancelled]
+    refunded_then_cancelled: list[type] = [RefundPayment, OrderCancelled]
+    assert kinds(d) == refunded_then_cancelled
     refund = d.messages[0]
     assert isinstance(refund, RefundPayment)
     assert refund.amount == captured.total
