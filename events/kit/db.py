@@ -72,6 +72,23 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyn
     return pool
 
 
+# What asyncpg raises on a connection the pool handed out while it was still busy with an operation
+# its backend never finished (the backend cut mid-statement, its error read before its EOF:
+# MagicStack/asyncpg#784, sqlalchemy/sqlalchemy#13241). The connection is of no further use.
+BROKEN_CONNECTION = asyncpg.InternalClientError
+
+
+@contextlib.asynccontextmanager
+async def discard_if_broken(conn: Conn) -> AsyncIterator[Conn]:
+    """Close the connection, rather than give it back to the pool, when asyncpg finds it left in
+    the middle of a dead operation; the error propagates, for the caller to retry on another."""
+    try:
+        yield conn
+    except BROKEN_CONNECTION:
+        conn.terminate()
+        raise
+
+
 @contextlib.asynccontextmanager
 async def session_state(conn: Conn) -> AsyncIterator[Conn]:
     """Hold a pooled connection that takes session state (a session advisory lock, LISTEN) and

@@ -36,7 +36,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from events.envelope import DecodeError, Header, decode, wrap
-from events.kit import metrics, outbox
+from events.kit import db, metrics, outbox
 from events.kit.db import Conn
 from events.kit.dlq import send_to_dlq
 from events.kit.logging import get_logger, message_context
@@ -116,6 +116,7 @@ def is_infrastructure_error(exc: BaseException) -> bool:
         exc,
         OSError
         | asyncpg.InterfaceError
+        | db.BROKEN_CONNECTION
         | asyncpg.PostgresConnectionError
         | asyncpg.SerializationError
         | asyncpg.DeadlockDetectedError
@@ -387,7 +388,12 @@ class InboxConsumer:
         )
 
     async def _transaction(self, items: list[_Item]) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with (
+            self._pool.acquire() as pooled,
+            # a connection the pool gave back broken is closed; the retry takes another
+            db.discard_if_broken(pooled) as conn,
+            conn.transaction(),
+        ):
             fresh_rows = await conn.fetch(
                 INSERT_INBOX,
                 self.name,

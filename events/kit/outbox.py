@@ -125,7 +125,12 @@ class OutboxRelay:
         while not self._stopping.is_set():
             try:
                 await self._lead()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                db.BROKEN_CONNECTION,
+            ) as exc:
                 self.is_leader = False
                 log.warning("outbox relay lost its database connection", error=str(exc))
                 await self._sleep(1.0)
@@ -152,7 +157,7 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 published = await self.publish_batch()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, db.BROKEN_CONNECTION):
                 raise
             except Exception as exc:  # a Kafka error: keep the rows, try again shortly
                 log.warning("outbox publish failed; will retry", error=repr(exc))
@@ -163,7 +168,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish up to one batch of pending rows; return how many were published."""
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as pooled, db.discard_if_broken(pooled) as conn:
             rows = await conn.fetch(SELECT_PENDING, self._batch_max)
             if not rows:
                 metrics.OUTBOX_BACKLOG.labels(self._service).set(0)

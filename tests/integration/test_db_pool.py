@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from events.kit import db
+from events.kit import db, inbox
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,27 @@ async def test_a_session_that_cannot_be_reset_is_closed_and_what_ended_it_propag
     async with db.session_state(quiet):  # type: ignore[arg-type]
         pass
     assert quiet.terminated
+
+
+async def test_a_connection_found_broken_is_closed_not_lent_again(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+    with pytest.raises(asyncpg.InternalClientError):
+        async with pool.acquire() as pooled, db.discard_if_broken(pooled):
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            )
+    # the pool's only connection was closed: the next borrower gets a new, working one
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+    assert inbox.is_infrastructure_error(asyncpg.InternalClientError("broken"))
+
+
+async def test_other_errors_leave_the_connection_to_the_pool(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+    with pytest.raises(ValueError, match="not the connection's fault"):
+        async with pool.acquire() as pooled, db.discard_if_broken(pooled):
+            raise ValueError("not the connection's fault")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == pid
