@@ -101,9 +101,10 @@ def _advanced(
     )
 
 
-def _cancel(
-    order: Order, reason: str, now: datetime, *, refunded: bool = False
-) -> tuple[Order, Message]:
+def _cancel(order: Order, reason: str, now: datetime) -> tuple[Order, Message]:
+    """The order cancelled. A captured payment is always given back when an order is cancelled
+    (`compensations`, `cancel`): `refunded` says so from then on."""
+    refunded = order.payment_captured
     cancelled = replace(order, status=S.CANCELLED, reason=reason, deadline=None, refunded=refunded)
     return cancelled, OrderCancelled(
         order_id=order.order_id, customer_id=order.customer_id, reason=reason, refunded=refunded
@@ -207,7 +208,7 @@ def _confirmed(order: Order, note: str) -> Decision:
     return Decision(confirmed, [event], note)
 
 
-def on_reservation_committed(order: Order, now: datetime, d: Deadlines) -> Decision:
+def on_reservation_committed(order: Order) -> Decision:
     if order.status == S.PAYMENT_AUTHORIZED and not order.stock_committed:
         moved = replace(order, stock_committed=True)
         if moved.payment_captured:
@@ -222,7 +223,7 @@ def on_reservation_committed(order: Order, now: datetime, d: Deadlines) -> Decis
 def on_reservation_lost(order: Order, why: str, now: datetime) -> Decision:
     """The reservation expired or was released while the order still needed it."""
     if order.status in (S.STOCK_RESERVED, S.PAYMENT_AUTHORIZED) and not order.stock_committed:
-        cancelled, event = _cancel(order, why, now, refunded=order.payment_captured)
+        cancelled, event = _cancel(order, why, now)
         return Decision(cancelled, [_return_payment(order, why), event], why)
     if order.status == S.PENDING:
         cancelled, event = _cancel(order, why, now)
@@ -230,7 +231,7 @@ def on_reservation_lost(order: Order, why: str, now: datetime) -> Decision:
     return NOTHING
 
 
-def on_payment_captured(order: Order, now: datetime) -> Decision:
+def on_payment_captured(order: Order) -> Decision:
     if order.status == S.PAYMENT_AUTHORIZED and not order.payment_captured:
         moved = replace(order, payment_captured=True)
         if moved.stock_committed:
@@ -252,7 +253,7 @@ def on_capture_failed(order: Order, reason: str, now: datetime) -> Decision:
         return NOTHING
     why = f"payment capture failed: {reason}"
     msgs = compensations(order, why)
-    cancelled, event = _cancel(order, why, now, refunded=order.payment_captured)
+    cancelled, event = _cancel(order, why, now)
     return Decision(cancelled, [*msgs, event], why)
 
 
@@ -273,7 +274,7 @@ def on_deadline(order: Order, now: datetime) -> Decision:
     )
     why = f"timed out waiting for {waiting}"
     msgs = compensations(order, why)
-    cancelled, event = _cancel(order, why, now, refunded=order.payment_captured)
+    cancelled, event = _cancel(order, why, now)
     return Decision(cancelled, [*msgs, event], why)
 
 
@@ -291,14 +292,14 @@ def cancel(order: Order, reason: str, now: datetime) -> Decision:
             idempotency_key=key(order, "refund"),
         )
         restock = RestockOrder(order_id=order.order_id, reason=reason)
-        cancelled, event = _cancel(order, reason, now, refunded=True)
+        cancelled, event = _cancel(order, reason, now)
         return Decision(
             cancelled, [refund, restock, event], "cancelled after confirmation; refunding"
         )
     if order.ended_without_sale:
         raise CannotCancel(f"order is already {order.status}")
     msgs = compensations(order, reason)
-    cancelled, event = _cancel(order, reason, now, refunded=order.payment_captured)
+    cancelled, event = _cancel(order, reason, now)
     return Decision(cancelled, [*msgs, event], "cancelled by customer")
 
 

@@ -157,9 +157,7 @@ def saga_handlers(deadlines: Deadlines, clock: Clock = utcnow) -> Handlers:
     async def reservation_committed(
         msg: ReservationCommitted, ctx: HandlerContext
     ) -> list[Message]:
-        return _step(
-            ctx, msg.order_id, lambda o: domain.on_reservation_committed(o, clock(), deadlines)
-        )
+        return _step(ctx, msg.order_id, domain.on_reservation_committed)
 
     async def reservation_expired(msg: ReservationExpired, ctx: HandlerContext) -> list[Message]:
         return _step(
@@ -173,7 +171,7 @@ def saga_handlers(deadlines: Deadlines, clock: Clock = utcnow) -> Handlers:
         return _step(ctx, msg.order_id, lambda o: domain.on_reservation_lost(o, why, clock()))
 
     async def payment_captured(msg: PaymentCaptured, ctx: HandlerContext) -> list[Message]:
-        return _step(ctx, msg.order_id, lambda o: domain.on_payment_captured(o, clock()))
+        return _step(ctx, msg.order_id, domain.on_payment_captured)
 
     async def payment_failed(msg: PaymentOperationFailed, ctx: HandlerContext) -> list[Message]:
         if msg.operation != "capture":

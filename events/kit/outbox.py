@@ -44,6 +44,8 @@ COUNT_PENDING = "SELECT count(*) FROM outbox"
 TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock($1)"
 
 RELAY_LOCK = 7_340_002
+# What ends the relay's lead (it waits and takes the lock again); anything else is Kafka's.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, db.BROKEN_CONNECTION)
 
 
 def notify_channel(service: str) -> str:
@@ -125,12 +127,7 @@ class OutboxRelay:
         while not self._stopping.is_set():
             try:
                 await self._lead()
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                db.BROKEN_CONNECTION,
-            ) as exc:
+            except DATABASE_ERRORS as exc:
                 self.is_leader = False
                 log.warning("outbox relay lost its database connection", error=str(exc))
                 await self._sleep(1.0)
@@ -157,7 +154,7 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 published = await self.publish_batch()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, db.BROKEN_CONNECTION):
+            except DATABASE_ERRORS:
                 raise
             except Exception as exc:  # a Kafka error: keep the rows, try again shortly
                 log.warning("outbox publish failed; will retry", error=repr(exc))

@@ -103,13 +103,7 @@ def test_the_order_is_confirmed_once_both_the_commit_and_the_capture_are_in(
     authorized = domain.on_payment_authorized(order(S.STOCK_RESERVED), NOW, D).order
     assert authorized is not None
 
-    def committed(o: Order) -> domain.Decision:
-        return domain.on_reservation_committed(o, NOW, D)
-
-    def captured(o: Order) -> domain.Decision:
-        return domain.on_payment_captured(o, NOW)
-
-    steps = [committed, captured]
+    steps = [domain.on_reservation_committed, domain.on_payment_captured]
     first, second = steps if commit_first else steps[::-1]
     d1 = first(authorized)
     assert d1.order is not None
@@ -139,7 +133,7 @@ def test_a_reservation_lost_after_the_capture_is_refunded_not_voided() -> None:
     assert refund.amount == captured.total
     assert refund.idempotency_key.endswith(":refund")
     # the refund's own reply, and any repeat of the capture, change nothing more
-    assert domain.on_payment_captured(d.order, NOW) == domain.NOTHING
+    assert domain.on_payment_captured(d.order) == domain.NOTHING
 
 
 def test_a_reservation_lost_before_the_capture_voids_and_a_capture_in_flight_is_refunded() -> None:
@@ -148,7 +142,7 @@ def test_a_reservation_lost_before_the_capture_voids_and_a_capture_in_flight_is_
     assert kinds(d) == [VoidPayment, OrderCancelled]
     assert not d.order.refunded
     # the capture sent with the commit was applied before the void: its reply refunds it
-    late = domain.on_payment_captured(d.order, NOW)
+    late = domain.on_payment_captured(d.order)
     assert kinds(late) == [RefundPayment]
 
 
@@ -159,7 +153,7 @@ def test_a_failed_capture_while_the_commit_is_in_flight_is_restocked_when_the_co
     assert d.order is not None
     assert d.order.status == S.CANCELLED
     assert kinds(d) == [VoidPayment, ReleaseReservation, OrderCancelled]
-    assert kinds(domain.on_reservation_committed(d.order, NOW, D)) == [RestockOrder]
+    assert kinds(domain.on_reservation_committed(d.order)) == [RestockOrder]
 
 
 def test_a_late_authorization_for_a_cancelled_order_is_voided() -> None:
@@ -167,17 +161,17 @@ def test_a_late_authorization_for_a_cancelled_order_is_voided() -> None:
 
 
 def test_a_capture_for_an_order_that_ended_is_refunded_once() -> None:
-    d = domain.on_payment_captured(order(S.CANCELLED), NOW)
+    d = domain.on_payment_captured(order(S.CANCELLED))
     assert kinds(d) == [RefundPayment]
     assert d.order is not None
     refunded = domain.on_payment_refunded(d.order)
     assert refunded.order is not None
     assert refunded.order.refunded
-    assert domain.on_payment_captured(refunded.order, NOW) == domain.NOTHING
+    assert domain.on_payment_captured(refunded.order) == domain.NOTHING
 
 
 def test_a_commit_after_cancellation_is_restocked() -> None:
-    d = domain.on_reservation_committed(order(S.CANCELLED), NOW, D)
+    d = domain.on_reservation_committed(order(S.CANCELLED))
     assert kinds(d) == [RestockOrder]
 
 
