@@ -18,6 +18,13 @@ statements rather than a few per message.
 If a handler raises, the batch is rolled back and its records are applied one by one, each retried
 with backoff; a record that still fails goes to the DLQ and the consumer carries on. Database and
 network faults are not the message's fault: those are retried without limit and never dead-lettered.
+
+A consumer whose handlers wait on slow I/O (payment's gateway) may keep more than one batch in
+flight (`batches_in_flight`): a batch still applying after `overtake_after_ms` is left to finish
+while the consumer fetches and applies the next ones. A batch whose records share a key with a batch
+still in flight waits for it first, so each key's records are still applied in their order; and a
+partition's offsets are committed only as far as every batch before them has been applied. Below
+that patience nothing changes: one batch at a time, each as large as what arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -94,6 +101,32 @@ class _Item:
 
 
 @dataclass
+class _Flight:
+    """A batch being applied while the consumer goes on: the offsets it completes and its keys."""
+
+    offsets: dict[TopicPartition, int]
+    keys: frozenset[bytes | None]
+    task: asyncio.Task[bool]
+
+    def shares_keys_with(self, keys: frozenset[bytes | None]) -> bool:
+        # a record without a key may be any key's: it is ordered against everything
+        return None in keys or None in self.keys or not self.keys.isdisjoint(keys)
+
+    @property
+    def failure(self) -> BaseException | None:
+        if not self.task.done():
+            return None
+        if self.task.cancelled():
+            return EarlierBatchFailed("the batch was cancelled before it was applied")
+        return self.task.exception()
+
+
+class EarlierBatchFailed(Exception):
+    """A batch was not applied: a batch before it with the same keys failed (or it was
+    cancelled)."""
+
+
+@dataclass
 class ConsumerStats:
     consumed: int = 0
     applied: int = 0
@@ -102,6 +135,7 @@ class ConsumerStats:
     dead_lettered: int = 0
     batches: int = 0
     commits_failed: int = 0
+    overtaken: int = 0
     last_commit: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -132,8 +166,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner = owner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Let the batch in flight finish and commit before the partitions move on.
+        # Let the batches in flight finish and commit before the partitions move on.
         async with self._owner._batch_lock:
+            await self._owner._drain()
             await self._owner.flush_commits()
             log.info("partitions revoked", consumer=self._owner.name, partitions=len(revoked))
 
@@ -161,6 +196,8 @@ class InboxConsumer:
         backoff_ms: int = 100,
         parallel_keys: int = 1,
         commit_interval_ms: int = 0,
+        batches_in_flight: int = 1,
+        overtake_after_ms: int = 100,
         consumer_options: Mapping[str, Any] | None = None,
         unit: UnitFactory | None = None,
     ) -> None:
@@ -184,6 +221,9 @@ class InboxConsumer:
         self._commit_interval_s = commit_interval_ms / 1000
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit_at = 0.0
+        self._max_in_flight = batches_in_flight
+        self._overtake_after_s = overtake_after_ms / 1000
+        self._flights: list[_Flight] = []
         self.stats = ConsumerStats()
         options: dict[str, Any] = {
             "group_id": name,
@@ -215,6 +255,7 @@ class InboxConsumer:
     async def close(self) -> None:
         self._stopping.set()
         async with self._batch_lock:
+            await self._drain()
             with contextlib.suppress(KafkaError):
                 await self.flush_commits()
             await self._consumer.stop()
@@ -250,16 +291,97 @@ class InboxConsumer:
         return error
 
     async def _poll_once(self) -> None:
+        if self._max_in_flight > 1:
+            await self._make_room()
         batch = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._batch_max)
         if self._stopping.is_set():
             return
-        if batch:
+        if batch and self._max_in_flight > 1:
+            async with self._batch_lock:
+                flight = self._launch(batch)
+            # the next fetch waits for this batch, unless it is slow: then it is overtaken
+            await asyncio.wait([flight.task], timeout=self._overtake_after_s)
+            if not flight.task.done():
+                self.stats.overtaken += 1
+                metrics.OVERTAKEN.labels(self.name).inc()
+            await self._land_and_commit()
+        elif batch:
             async with self._batch_lock:
                 await self.process(batch)
-        elif self._uncommitted:
-            async with self._batch_lock:
-                await self.flush_commits()
+        elif self._uncommitted or self._flights:
+            await self._land_and_commit(idle=True)
         await self._update_lag()
+
+    def _launch(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> _Flight:
+        """Start applying a batch; after the batches in flight that share a key with it."""
+        keys = frozenset(r.key for recs in batch.values() for r in recs)
+        before = [f.task for f in self._flights if f.shares_keys_with(keys)]
+        flight = _Flight(
+            offsets={tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs},
+            keys=keys,
+            task=asyncio.create_task(self._fly(batch, before), name=f"{self.name}-batch"),
+        )
+        self._flights.append(flight)
+        return flight
+
+    async def _fly(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord]], before: list[asyncio.Task[bool]]
+    ) -> bool:
+        if before:
+            await asyncio.wait(before)
+            if any(t.cancelled() or t.exception() is not None for t in before):
+                raise EarlierBatchFailed("a batch before this one with the same keys failed")
+        return await self._apply_batch(batch)
+
+    async def _make_room(self) -> None:
+        """Wait while as many batches as allowed are still applying (those applied but waiting
+        for an earlier one to land hold only their offsets); raise the first that failed."""
+        await self._land_and_commit()
+        while len(running := [f.task for f in self._flights if not f.task.done()]) >= (
+            self._max_in_flight
+        ):
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            await self._land_and_commit()
+
+    async def _land_and_commit(self, *, idle: bool = False) -> None:
+        """Land what finished; commit when due, at once after a dead letter, or when idle."""
+        async with self._batch_lock:
+            dead_lettered = self._land()
+            if dead_lettered or idle or self._commit_due():
+                await self.flush_commits()
+
+    def _land(self) -> bool:
+        """Take the offsets of the batches that finished into those to commit, each partition's in
+        order: a batch lands once every batch before it on its partitions has. Raises the error
+        of the first batch that failed (it stays, so nothing after it on its partitions lands).
+        Whether a landed batch dead-lettered something."""
+        blocked: set[TopicPartition] = set()
+        waiting: list[_Flight] = []
+        dead_lettered = False
+        for flight in self._flights:
+            if flight.task.done() and flight.failure is None and blocked.isdisjoint(flight.offsets):
+                self._uncommitted.update(flight.offsets)
+                dead_lettered |= flight.task.result()
+            else:
+                blocked.update(flight.offsets)
+                waiting.append(flight)
+        self._flights = waiting
+        for flight in waiting:
+            if flight.failure is not None:
+                raise flight.failure
+        return dead_lettered
+
+    async def _drain(self) -> None:
+        """Let every batch in flight finish and take what landed; a failed one is left for the
+        run loop to raise (its offsets, and those after it, are not committed)."""
+        if not self._flights:
+            return
+        await asyncio.wait([f.task for f in self._flights])
+        with contextlib.suppress(Exception):
+            self._land()
+
+    def _commit_due(self) -> bool:
+        return time.monotonic() - self._last_commit_at >= self._commit_interval_s
 
     async def _start_again(self, exc: BaseException) -> None:
         """Replace a consumer whose background routine died of a closed connection.
@@ -274,6 +396,9 @@ class InboxConsumer:
         log.warning(
             "kafka consumer lost to a closed connection; starting a new one", error=repr(exc)
         )
+        async with self._batch_lock:
+            await self._drain()
+        self._flights.clear()
         self._uncommitted.clear()
         with contextlib.suppress(Exception):
             await self._consumer.stop()
@@ -282,6 +407,14 @@ class InboxConsumer:
         await self.start()
 
     async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Apply a batch, then commit its offsets when due."""
+        dead_lettered = await self._apply_batch(batch)
+        self._uncommitted.update({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+        if dead_lettered or self._commit_due():
+            await self.flush_commits()
+
+    async def _apply_batch(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> bool:
+        """Decode and apply a batch; whether it dead-lettered anything."""
         started = time.perf_counter()
         dead_lettered_before = self.stats.dead_lettered
         records = [r for recs in batch.values() for r in recs]
@@ -296,10 +429,7 @@ class InboxConsumer:
         metrics.HANDLER_SECONDS.labels(self.name).observe(
             (time.perf_counter() - started) / max(1, len(records))
         )
-        self._uncommitted.update({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
-        due = time.monotonic() - self._last_commit_at >= self._commit_interval_s
-        if due or self.stats.dead_lettered != dead_lettered_before:
-            await self.flush_commits()
+        return self.stats.dead_lettered != dead_lettered_before
 
     async def flush_commits(self) -> None:
         """Commit the offsets of every batch applied since the last commit."""

@@ -31,6 +31,11 @@ BATCH_SIZE = Histogram(
     ["consumer"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+OVERTAKEN = Counter(
+    "shop_consumer_batches_overtaken_total",
+    "Batches still applying when the consumer moved on to the next (batches_in_flight > 1).",
+    ["consumer"],
+)
 CONSUMER_LAG = Gauge(
     "shop_consumer_lag", "High watermark minus position.", ["consumer", "topic", "partition"]
 )

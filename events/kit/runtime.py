@@ -140,6 +140,8 @@ class ServiceRuntime:
                 backoff_ms=s.retry_backoff_ms,
                 parallel_keys=s.consumer_parallel_keys,
                 commit_interval_ms=s.consumer_commit_interval_ms,
+                batches_in_flight=s.consumer_batches_in_flight,
+                overtake_after_ms=s.consumer_overtake_after_ms,
                 unit=spec.unit,
                 consumer_options={
                     **client,

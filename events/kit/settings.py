@@ -43,6 +43,12 @@ class ServiceSettings(BaseSettings):
     consumer_commit_interval_ms: int = Field(
         default=200, ge=0, description="Commit offsets at most this often (0: after every batch)."
     )
+    # A consumer whose handlers wait on slow I/O may keep up to this many batches in flight: one
+    # still applying after consumer_overtake_after_ms is left to finish while the next are
+    # fetched and applied (per-key order and committed offsets kept; events/kit/inbox.py). 1: one
+    # batch at a time.
+    consumer_batches_in_flight: int = Field(default=1, ge=1, le=64)
+    consumer_overtake_after_ms: int = Field(default=100, ge=0)
     # How long the broker may hold a fetch for more data, and how much it waits for: larger
     # values mean fewer, fuller fetch responses (less broker and client CPU per message) for at
     # most fetch_max_wait_ms more latency per hop. The defaults are Kafka's.

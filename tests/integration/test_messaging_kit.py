@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from events.envelope import decode_envelope, encode, wrap
 from events.kit import db, outbox
@@ -451,6 +452,81 @@ async def test_with_parallel_keys_a_stalled_handler_holds_up_only_its_own_key(
     )
     assert [r["n"] for r in rows] == [0, 1, 2]
     assert await applied_count(kit_pool, name) == (43, 43)
+
+
+async def test_with_batches_in_flight_a_slow_batch_is_overtaken_its_key_and_offsets_wait_for_it(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """A batch held up (a payment gateway that does not answer) is left to finish while later
+    batches are applied; a later record of its key waits for it, and the partition's committed
+    offset does not pass it until it has been applied."""
+    name = f"flights-{types.topic}"
+    release = asyncio.Event()
+    slow_started = asyncio.Event()
+    record = recording_handler(types, name)
+    tp = TopicPartition(types.topic, 0)
+
+    async def handler(msg: Any, ctx: HandlerContext) -> Any:
+        if ctx.record.key == b"slow" and msg.n == 0:
+            slow_started.set()
+            await release.wait()
+        return await record(msg, ctx)
+
+    async def send(key: bytes, n: int) -> int:
+        env = wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest")
+        meta = await producer.send_and_wait(types.topic, encode(env), key=key, partition=0)
+        return int(meta.offset)
+
+    async def applied_ns() -> list[int]:
+        rows = await kit_pool.fetch("SELECT n FROM applied WHERE consumer = $1 ORDER BY id", name)
+        return [r["n"] for r in rows]
+
+    slow_offset = await send(b"slow", 0)
+    consumer = inbox_consumer(
+        stack,
+        types,
+        kit_pool,
+        producer,
+        name,
+        handler=handler,
+        batches_in_flight=4,
+        overtake_after_ms=50,
+        commit_interval_ms=0,
+    )
+    async with running(consumer):
+        try:
+            await asyncio.wait_for(slow_started.wait(), 30)
+            for n in range(10):
+                await send(f"other-{n}".encode(), 100 + n)
+
+            async def others_applied() -> bool:
+                return sorted(await applied_ns()) == [100 + n for n in range(10)]
+
+            await eventually(others_applied)
+            # a record of the held-up key, in a batch of its own: fetched, overtaken, not applied
+            await send(b"slow", 1)
+
+            async def second_overtaken() -> bool:
+                return consumer.stats.overtaken >= 2
+
+            await eventually(second_overtaken)
+            assert sorted(await applied_ns()) == [100 + n for n in range(10)]
+            committed = await consumer.kafka.committed(tp)
+            assert committed is None or committed <= slow_offset
+            release.set()
+
+            async def all_applied_and_committed() -> bool:
+                return (
+                    len(await applied_ns()) == 12
+                    and (await consumer.kafka.committed(tp) or 0) > slow_offset + 11
+                )
+
+            await eventually(all_applied_and_committed)
+        finally:
+            release.set()  # a failed assertion must not leave close() waiting on the handler
+    assert (await applied_ns())[10:] == [0, 1]  # the held-up key's records, in their order
+    assert await applied_count(kit_pool, name) == (12, 12)
+    assert consumer.stats.dead_lettered == 0
 
 
 class _RowsUnit:

@@ -199,3 +199,38 @@ async def test_a_declined_token_over_kafka_is_answered_and_visible_to_operators(
         view = (await client.get(f"/payments/{order_id}")).json()
     assert view["status"] == "DECLINED"
     assert [(e["kind"], e["code"]) for e in view["ledger"]] == [("decline", "insufficient_funds")]
+
+
+async def test_a_gateway_call_that_does_not_answer_holds_up_only_its_own_batch(
+    service: ServiceRuntime,
+    producer: AIOKafkaProducer,
+    replies: AIOKafkaConsumer,
+    gateway: SimulatedGateway,
+) -> None:
+    """tok_timeout is never answered before the gateway's timeout. The batch waiting for it is
+    overtaken, and an order authorized after it is answered meanwhile, not seconds later."""
+    consumer = service.consumers[0]
+    overtaken_before = consumer.stats.overtaken
+    silent, later = uuid.uuid4(), uuid.uuid4()
+    gateway.timeout_ms = 5_000
+    try:
+        command = authorize(silent, "tok_timeout")
+        await send(producer, wrap(command, producer="order"), command)
+        await eventually(lambda: _more_than(consumer.stats.overtaken, overtaken_before))
+        command = authorize(later, "tok_approve")
+        await send(producer, wrap(command, producer="order"), command)
+
+        [(_, reply)] = await replies_for(replies, later, count=1)
+        assert isinstance(reply, PaymentAuthorized)
+        async with service.pool.acquire() as conn:
+            # answered while the silent order's call was still out: nothing recorded for it yet
+            assert await conn.fetch("SELECT kind FROM ledger WHERE order_id = $1", silent) == []
+        [(_, declined)] = await replies_for(replies, silent, count=1)
+    finally:
+        gateway.timeout_ms = 200
+    assert isinstance(declined, PaymentDeclined)
+    assert declined.code == "gateway_timeout"
+
+
+async def _more_than(value: int, floor: int) -> bool:
+    return value > floor
