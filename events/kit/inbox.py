@@ -102,11 +102,12 @@ class _Item:
 
 @dataclass
 class _Flight:
-    """A batch being applied while the consumer goes on: the offsets it completes and its keys."""
+    """A batch being applied (or applied and not yet landed): the offsets it completes, its keys,
+    and its outcome (whether it dead-lettered anything)."""
 
     offsets: dict[TopicPartition, int]
     keys: frozenset[bytes | None]
-    task: asyncio.Task[bool]
+    outcome: asyncio.Future[bool]
 
     def shares_keys_with(self, keys: frozenset[bytes | None]) -> bool:
         # a record without a key may be any key's: it is ordered against everything
@@ -114,11 +115,11 @@ class _Flight:
 
     @property
     def failure(self) -> BaseException | None:
-        if not self.task.done():
+        if not self.outcome.done():
             return None
-        if self.task.cancelled():
+        if self.outcome.cancelled():
             return EarlierBatchFailed("the batch was cancelled before it was applied")
-        return self.task.exception()
+        return self.outcome.exception()
 
 
 class EarlierBatchFailed(Exception):
@@ -297,13 +298,7 @@ class InboxConsumer:
         if self._stopping.is_set():
             return
         if batch and self._max_in_flight > 1:
-            async with self._batch_lock:
-                flight = self._launch(batch)
-            # the next fetch waits for this batch, unless it is slow: then it is overtaken
-            await asyncio.wait([flight.task], timeout=self._overtake_after_s)
-            if not flight.task.done():
-                self.stats.overtaken += 1
-                metrics.OVERTAKEN.labels(self.name).inc()
+            await self._apply_in_flight(batch)
             await self._land_and_commit()
         elif batch:
             async with self._batch_lock:
@@ -312,32 +307,73 @@ class InboxConsumer:
             await self._land_and_commit(idle=True)
         await self._update_lag()
 
-    def _launch(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> _Flight:
-        """Start applying a batch; after the batches in flight that share a key with it."""
+    async def _apply_in_flight(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Apply a batch in this poll loop, as with one batch at a time. If it is still applying
+        after the overtake time, a successor loop polls and applies the next batches meanwhile,
+        until this one is done (a hand-off only then: the batch's own task cost every batch a
+        trip through the event loop each way, which a loaded loop made dear). A batch that shares
+        a key with one in flight is applied in a task of its own once that one is done."""
         keys = frozenset(r.key for recs in batch.values() for r in recs)
-        before = [f.task for f in self._flights if f.shares_keys_with(keys)]
-        flight = _Flight(
-            offsets={tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs},
-            keys=keys,
-            task=asyncio.create_task(self._fly(batch, before), name=f"{self.name}-batch"),
-        )
-        self._flights.append(flight)
-        return flight
-
-    async def _fly(
-        self, batch: Mapping[TopicPartition, list[ConsumerRecord]], before: list[asyncio.Task[bool]]
-    ) -> bool:
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+        before = [f.outcome for f in self._flights if f.shares_keys_with(keys)]
         if before:
-            await asyncio.wait(before)
-            if any(t.cancelled() or t.exception() is not None for t in before):
-                raise EarlierBatchFailed("a batch before this one with the same keys failed")
+            task = asyncio.create_task(self._after(before, batch), name=f"{self.name}-batch")
+            self._flights.append(_Flight(offsets, keys, task))
+            await asyncio.wait([task], timeout=self._overtake_after_s)
+            if not task.done():
+                self._overtaken()
+            return
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._flights.append(_Flight(offsets, keys, outcome))
+        successor: asyncio.Task[None] | None = None
+
+        def overtake() -> None:
+            nonlocal successor
+            self._overtaken()
+            successor = asyncio.create_task(self._poll_until(outcome), name=f"{self.name}-poll")
+
+        timer = asyncio.get_running_loop().call_later(self._overtake_after_s, overtake)
+        try:
+            outcome.set_result(await self._apply_batch(batch))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                outcome.cancel()
+            else:
+                outcome.set_exception(exc)
+            if successor is not None:
+                successor.cancel()
+                with contextlib.suppress(BaseException):
+                    await successor
+            raise
+        finally:
+            timer.cancel()
+        if successor is not None:
+            await successor
+
+    async def _poll_until(self, outcome: asyncio.Future[bool]) -> None:
+        """Poll and apply batches while an overtaken batch is still applying."""
+        while not outcome.done() and not self._stopping.is_set():
+            await self._poll_once()
+
+    def _overtaken(self) -> None:
+        self.stats.overtaken += 1
+        metrics.OVERTAKEN.labels(self.name).inc()
+
+    async def _after(
+        self,
+        before: list[asyncio.Future[bool]],
+        batch: Mapping[TopicPartition, list[ConsumerRecord]],
+    ) -> bool:
+        await asyncio.wait(before)
+        if any(f.cancelled() or f.exception() is not None for f in before):
+            raise EarlierBatchFailed("a batch before this one with the same keys failed")
         return await self._apply_batch(batch)
 
     async def _make_room(self) -> None:
         """Wait while as many batches as allowed are still applying (those applied but waiting
         for an earlier one to land hold only their offsets); raise the first that failed."""
         await self._land_and_commit()
-        while len(running := [f.task for f in self._flights if not f.task.done()]) >= (
+        while len(running := [f.outcome for f in self._flights if not f.outcome.done()]) >= (
             self._max_in_flight
         ):
             await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -359,9 +395,10 @@ class InboxConsumer:
         waiting: list[_Flight] = []
         dead_lettered = False
         for flight in self._flights:
-            if flight.task.done() and flight.failure is None and blocked.isdisjoint(flight.offsets):
+            landing = flight.outcome.done() and flight.failure is None
+            if landing and blocked.isdisjoint(flight.offsets):
                 self._uncommitted.update(flight.offsets)
-                dead_lettered |= flight.task.result()
+                dead_lettered |= flight.outcome.result()
             else:
                 blocked.update(flight.offsets)
                 waiting.append(flight)
@@ -376,7 +413,7 @@ class InboxConsumer:
         run loop to raise (its offsets, and those after it, are not committed)."""
         if not self._flights:
             return
-        await asyncio.wait([f.task for f in self._flights])
+        await asyncio.wait([f.outcome for f in self._flights])
         with contextlib.suppress(Exception):
             self._land()
 

@@ -46,11 +46,11 @@ class Hand:
 
     async def finish(self, dead_lettered: bool = False) -> None:
         self.gate.set_result(dead_lettered)
-        await asyncio.wait([self.flight.task])
+        await asyncio.wait([self.flight.outcome])
 
     async def fail(self, exc: Exception) -> None:
         self.gate.set_exception(exc)
-        await asyncio.wait([self.flight.task])
+        await asyncio.wait([self.flight.outcome])
 
 
 def offsets(c: InboxConsumer) -> dict[TopicPartition, int]:
