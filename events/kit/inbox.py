@@ -314,8 +314,8 @@ class InboxConsumer:
         trip through the event loop each way, which a loaded loop made dear). A batch that shares
         a key with one in flight is applied in a task of its own once that one is done."""
         keys = frozenset(r.key for recs in batch.values() for r in recs)
-        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
-        before = [f.outcome for f in self._flights if f.shares_keys_with(keys)]
+        offsets = _next_offsets(batch)
+        before = [f for f in self._flights if f.shares_keys_with(keys)]
         if before:
             task = asyncio.create_task(self._after(before, batch), name=f"{self.name}-batch")
             self._flights.append(_Flight(offsets, keys, task))
@@ -360,12 +360,10 @@ class InboxConsumer:
         metrics.OVERTAKEN.labels(self.name).inc()
 
     async def _after(
-        self,
-        before: list[asyncio.Future[bool]],
-        batch: Mapping[TopicPartition, list[ConsumerRecord]],
+        self, before: list[_Flight], batch: Mapping[TopicPartition, list[ConsumerRecord]]
     ) -> bool:
-        await asyncio.wait(before)
-        if any(f.cancelled() or f.exception() is not None for f in before):
+        await asyncio.wait([f.outcome for f in before])
+        if any(f.failure is not None for f in before):
             raise EarlierBatchFailed("a batch before this one with the same keys failed")
         return await self._apply_batch(batch)
 
@@ -446,7 +444,7 @@ class InboxConsumer:
     async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Apply a batch, then commit its offsets when due."""
         dead_lettered = await self._apply_batch(batch)
-        self._uncommitted.update({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+        self._uncommitted.update(_next_offsets(batch))
         if dead_lettered or self._commit_due():
             await self.flush_commits()
 
@@ -700,6 +698,13 @@ async def _blamed(item: _Item, work: Awaitable[T]) -> T:
         if is_infrastructure_error(exc):
             raise
         raise HandlerFailed(item, exc) from exc
+
+
+def _next_offsets(
+    batch: Mapping[TopicPartition, list[ConsumerRecord]],
+) -> dict[TopicPartition, int]:
+    """Where each partition of a batch resumes once the batch is applied."""
+    return {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
 
 
 def _ids(item: _Item) -> dict[str, object]:
