@@ -58,6 +58,22 @@ SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING event_id
 """
+# A batch's event ids, its outbox rows and the relay's wake-up, in one statement at the end of its
+# transaction. An event id recorded before (a redelivery) fails it: the batch is applied again with
+# the inbox consulted first (INSERT_INBOX).
+RECORD_INBOX_AND_OUTBOX = """
+WITH recorded AS (
+    INSERT INTO inbox (consumer, event_id, topic, partition, "offset")
+    SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[])
+), published AS (
+    INSERT INTO outbox (event_id, topic, key, value, headers)
+    SELECT * FROM unnest($6::uuid[], $7::text[], $8::bytea[], $9::bytea[], $10::jsonb[])
+)
+SELECT pg_notify($11, '') WHERE cardinality($6::uuid[]) > 0
+"""
+ANY_RECORDED = """
+SELECT EXISTS (SELECT FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[]))
+"""
 
 
 class Unit(Protocol):
@@ -137,6 +153,7 @@ class ConsumerStats:
     batches: int = 0
     commits_failed: int = 0
     overtaken: int = 0
+    rechecked: int = 0
     last_commit: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -201,6 +218,7 @@ class InboxConsumer:
         overtake_after_ms: int = 100,
         consumer_options: Mapping[str, Any] | None = None,
         unit: UnitFactory | None = None,
+        inbox_first: bool = False,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -215,6 +233,7 @@ class InboxConsumer:
         self._backoff_s = backoff_ms / 1000
         self._parallel_keys = parallel_keys
         self._unit_factory = unit
+        self._inbox_first = inbox_first
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._channel = outbox.notify_channel(service)
@@ -553,26 +572,41 @@ class InboxConsumer:
         )
 
     async def _transaction(self, items: list[_Item]) -> None:
+        """Apply items in one transaction. Their event ids are recorded in the inbox at its end,
+        in one statement with the outbox rows, as if none had been applied before: a redelivery is
+        rare, and asking the inbox first cost every batch a round trip. If one had been (that
+        insert fails, or a handler failed and the inbox has one of them), the transaction is rolled
+        back and the batch applied again with the inbox consulted first. A handler may so run for
+        a message applied before, in a transaction that is then rolled back: what it does outside
+        the database must be idempotent, as it must be for a crash before the commit."""
+        if self._inbox_first:
+            await self._in_transaction(items, inbox_first=True)
+            return
+        try:
+            await self._in_transaction(items, inbox_first=False)
+            return
+        except asyncpg.UniqueViolationError as exc:
+            if exc.table_name != "inbox":
+                raise
+        except HandlerFailed:
+            if not await self._any_recorded(items):
+                raise
+        self.stats.rechecked += 1
+        metrics.RECHECKED.labels(self.name).inc()
+        await self._in_transaction(items, inbox_first=True)
+
+    async def _any_recorded(self, items: list[_Item]) -> bool:
+        ids = [i.envelope.event_id for i in items]
+        return bool(await self._pool.fetchval(ANY_RECORDED, self.name, ids))
+
+    async def _in_transaction(self, items: list[_Item], *, inbox_first: bool) -> None:
         async with (
             self._pool.acquire() as pooled,
             # a connection the pool gave back broken is closed; the retry takes another
             db.discard_if_broken(pooled) as conn,
             conn.transaction(),
         ):
-            fresh_rows = await conn.fetch(
-                INSERT_INBOX,
-                self.name,
-                [i.envelope.event_id for i in items],
-                [i.record.topic for i in items],
-                [i.record.partition for i in items],
-                [i.record.offset for i in items],
-            )
-            fresh = {r["event_id"] for r in fresh_rows}
-            todo: list[_Item] = []
-            for item in items:
-                if item.envelope.event_id in fresh:
-                    fresh.discard(item.envelope.event_id)
-                    todo.append(item)
+            todo = await self._fresh(conn, items) if inbox_first else _first_of_each(items)
             unit = None
             if self._unit_factory is not None and todo:
                 # the unit's own failure is the batch's: blamed on its first record
@@ -585,7 +619,15 @@ class InboxConsumer:
             ]
             if unit is not None:
                 await _blamed(todo[0], unit.flush())
-            await outbox.append(conn, outgoing, channel=self._channel)
+            if inbox_first:
+                await outbox.append(conn, outgoing, channel=self._channel)
+            else:
+                await conn.execute(
+                    RECORD_INBOX_AND_OUTBOX,
+                    *self._inbox_columns(todo),
+                    *outbox.outbox_columns(outgoing),
+                    self._channel,
+                )
         duplicates = len(items) - len(todo)
         self.stats.applied += len(todo)
         self.stats.duplicates += duplicates
@@ -593,6 +635,25 @@ class InboxConsumer:
             metrics.DUPLICATES.labels(self.name).inc(duplicates)
         for item in todo:
             metrics.APPLIED.labels(self.name, item.envelope.type).inc()
+
+    def _inbox_columns(self, items: list[_Item]) -> tuple[Any, ...]:
+        return (
+            self.name,
+            [i.envelope.event_id for i in items],
+            [i.record.topic for i in items],
+            [i.record.partition for i in items],
+            [i.record.offset for i in items],
+        )
+
+    async def _fresh(self, conn: Conn, items: list[_Item]) -> list[_Item]:
+        """Record the items' event ids in the inbox; the items not recorded before, each once."""
+        fresh = {r["event_id"] for r in await conn.fetch(INSERT_INBOX, *self._inbox_columns(items))}
+        todo: list[_Item] = []
+        for item in items:
+            if item.envelope.event_id in fresh:
+                fresh.discard(item.envelope.event_id)
+                todo.append(item)
+        return todo
 
     async def _handle(
         self, conn: Conn, items: list[_Item], unit: Unit | None
@@ -698,6 +759,18 @@ async def _blamed(item: _Item, work: Awaitable[T]) -> T:
         if is_infrastructure_error(exc):
             raise
         raise HandlerFailed(item, exc) from exc
+
+
+def _first_of_each(items: list[_Item]) -> list[_Item]:
+    """The items with an event id not seen earlier in the list (a record published twice may
+    arrive twice in one batch)."""
+    seen: set[Any] = set()
+    todo: list[_Item] = []
+    for item in items:
+        if item.envelope.event_id not in seen:
+            seen.add(item.envelope.event_id)
+            todo.append(item)
+    return todo
 
 
 def _next_offsets(

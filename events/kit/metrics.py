@@ -36,6 +36,12 @@ OVERTAKEN = Counter(
     "Batches still applying when the consumer moved on to the next (batches_in_flight > 1).",
     ["consumer"],
 )
+RECHECKED = Counter(
+    "shop_consumer_batches_rechecked_total",
+    "Batches applied again with the inbox consulted first, as one of their records had been "
+    "applied before (a redelivery).",
+    ["consumer"],
+)
 CONSUMER_LAG = Gauge(
     "shop_consumer_lag", "High watermark minus position.", ["consumer", "topic", "partition"]
 )

@@ -1,8 +1,10 @@
 """Transactional outbox: events commit with the state change; a relay publishes them in batches.
 
 The outbox holds only what is still to be published: the relay deletes the rows Kafka has
-acknowledged (with acks=all), and Kafka keeps the events from then on. A crash between publishing
-and deleting may publish a row twice (consumers dedupe by event id); a row is never lost.
+acknowledged (with acks=all), and Kafka keeps the events from then on. It deletes a batch's rows
+with the statement that reads the next batch (the next wake-up or poll, at most `poll_interval_s`
+later), and when it stops. A crash between publishing and deleting may publish a row twice
+(consumers dedupe by event id); a row is never lost.
 """
 
 from __future__ import annotations
@@ -36,9 +38,14 @@ WITH inserted AS (
 )
 SELECT pg_notify($6, '')
 """
-SELECT_PENDING = "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1"
 # Deleted once acknowledged, not marked: an UPDATE wrote every row (its whole event) a second
-# time, with new entries in each of its indexes, and left it for a purge an hour later.
+# time, with new entries in each of its indexes, and left it for a purge an hour later. The rows
+# of the last batch are deleted by the statement that reads the next: a round trip per batch less.
+# (The statement's snapshot still has them, hence the id filter.)
+SELECT_PENDING = """
+WITH published AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))
+SELECT id, topic, key, value, headers FROM outbox WHERE id <> ALL($1::bigint[]) ORDER BY id LIMIT $2
+"""
 DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 COUNT_PENDING = "SELECT count(*) FROM outbox"
 TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock($1)"
@@ -113,6 +120,8 @@ class OutboxRelay:
         self._poll = poll_interval_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        # published and acknowledged, deleted with the next read (or when the relay stops)
+        self._published: list[int] = []
         self.is_leader = False
 
     def wake(self, *_: Any) -> None:
@@ -146,6 +155,7 @@ class OutboxRelay:
             await lock_conn.add_listener(channel, self.wake)
             try:
                 await self._publish_loop()
+                await self._delete_published()
             finally:
                 self.is_leader = False
 
@@ -164,9 +174,13 @@ class OutboxRelay:
                 await self._sleep(self._poll, wakeable=True)
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch of pending rows; return how many were published."""
+        """Publish up to one batch of pending rows; return how many were published. The rows of
+        the batch before are deleted first, in the same statement; this batch's are deleted by
+        the next call (or `_delete_published`). A crash in between publishes them again, which
+        consumers skip by event id."""
         async with self._pool.acquire() as pooled, db.discard_if_broken(pooled) as conn:
-            rows = await conn.fetch(SELECT_PENDING, self._batch_max)
+            rows = await conn.fetch(SELECT_PENDING, self._published, self._batch_max)
+            self._published = []
             if not rows:
                 metrics.OUTBOX_BACKLOG.labels(self._service).set(0)
                 return 0
@@ -179,11 +193,22 @@ class OutboxRelay:
                     )
                 )
             await asyncio.gather(*futures)
-            await conn.execute(DELETE_PUBLISHED, [r["id"] for r in rows])
-            backlog = await conn.fetchval(COUNT_PENDING) if len(rows) == self._batch_max else 0
+            self._published = [r["id"] for r in rows]
+            backlog = (
+                await conn.fetchval(COUNT_PENDING) - len(rows)
+                if len(rows) == self._batch_max
+                else 0
+            )
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)
+
+    async def _delete_published(self) -> None:
+        """Delete what was published and acknowledged; nothing is left to the next leader to
+        publish again."""
+        if self._published:
+            await self._pool.execute(DELETE_PUBLISHED, self._published)
+            self._published = []
 
     async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
         waiter = self._wake if wakeable else self._stopping

@@ -97,6 +97,27 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
     return records
 
 
+async def read_to_end(bootstrap: str, topic: str, partitions: int) -> list:  # type: ignore[type-arg]
+    """Every record on the topic (of so many partitions) up to its end offsets as of now."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    records: list = []  # type: ignore[type-arg]
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                records.extend(batch.get(tp, []))
+    finally:
+        await consumer.stop()
+    return records
+
+
 async def test_outbox_rows_reach_the_topic_in_key_order_and_the_inbox_applies_each_once(
     stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
@@ -201,6 +222,9 @@ async def test_an_outbox_from_before_delete_on_publish_keeps_its_pending_rows_on
         assert [decode_envelope(r["value"]).payload["n"] for r in rows] == [1]
         relay = OutboxRelay(pool, producer, service="kitup")
         assert await relay.publish_batch() == 1
+        # the published row is deleted by the next read, which finds nothing more
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+        assert await relay.publish_batch() == 0
         assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     finally:
         await pool.close()
@@ -268,6 +292,112 @@ async def test_the_same_events_delivered_twice_are_applied_once(
         await eventually(replayed)
     assert again.stats.applied == 0
     assert await applied_count(kit_pool, name) == (10, 10)
+
+
+async def test_a_batch_mixing_records_applied_before_with_new_ones_applies_the_new_ones_once(
+    stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """A batch records its event ids in the inbox at its end, with its outbox rows; a record
+    applied before fails that insert, and the batch is applied again with the inbox first."""
+    envelopes = [
+        wrap(types.ItemAdded(item_id=uuid.uuid4(), n=n), producer="kittest") for n in range(15)
+    ]
+    name = f"mixed-{types.topic}"
+    for env in envelopes[:10]:
+        await producer.send(types.topic, encode(env), key=b"one-key")
+    await producer.flush()
+    first = inbox_consumer(stack, types, kit_pool, producer, name)
+    async with running(first):
+
+        async def ten_applied() -> bool:
+            return first.stats.applied >= 10
+
+        await eventually(ten_applied)
+    for env in envelopes[10:]:
+        await producer.send(types.topic, encode(env), key=b"one-key")
+    await producer.flush()
+    # the same inbox under a group of its own: the whole partition again, ten of it applied
+    again = inbox_consumer(
+        stack, types, kit_pool, producer, name, consumer_options={"group_id": name + "-again"}
+    )
+    async with running(again):
+
+        async def all_seen() -> bool:
+            return again.stats.applied + again.stats.duplicates >= 15
+
+        await eventually(all_seen)
+    assert (again.stats.applied, again.stats.duplicates) == (5, 10)
+    assert again.stats.rechecked >= 1
+    rows = await kit_pool.fetch("SELECT n FROM applied WHERE consumer = $1 ORDER BY id", name)
+    assert [r["n"] for r in rows] == list(range(15))
+    # each event's ItemCounted is in the outbox once: the rolled-back attempt left none
+    keys = [str(env.payload["item_id"]).encode() for env in envelopes]
+    counted = await kit_pool.fetchval("SELECT count(*) FROM outbox WHERE key = ANY($1)", keys)
+    assert counted == 15
+
+
+async def test_the_relay_deletes_a_published_batch_with_its_next_read_and_when_it_stops(
+    stack: Any, types: KitTypes, producer: AIOKafkaProducer
+) -> None:
+    url = stack.database_url(f"kit_relay_delete_{uuid.uuid4().hex[:8]}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=3)
+    service = "kitdelete"
+    messages = [types.ItemAdded(item_id=uuid.uuid4(), n=n) for n in range(6)]
+
+    async def append(batch: list[Any]) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.append(
+                conn,
+                [(m, wrap(m, producer=service)) for m in batch],
+                channel=outbox.notify_channel(service),
+            )
+
+    async def left() -> int:
+        n: int = await pool.fetchval("SELECT count(*) FROM outbox")
+        return n
+
+    # no poll within the test: the relay reads when woken (or at its first round)
+    relay = OutboxRelay(pool, producer, service=service, poll_interval_s=60)
+    task: asyncio.Task[None] | None = None
+    try:
+        await db.apply_migrations(pool)
+        await append(messages[:3])
+        assert await relay.publish_batch() == 3
+        assert await left() == 3  # published and acknowledged; deleted with the next read
+        await append(messages[3:5])
+        assert await relay.publish_batch() == 2  # that read: not the first three again
+        assert await left() == 2
+        task = asyncio.create_task(relay.run())
+
+        async def caught_up() -> bool:  # its first round deleted the two
+            return relay.is_leader and await left() == 0
+
+        await eventually(caught_up)
+        await append(messages[5:])  # wakes it: published, and kept until its next read
+
+        async def all_out() -> bool:
+            return len(await mine_on_topic()) == 6
+
+        async def mine_on_topic() -> list[int]:
+            mine = {str(m.item_id) for m in messages}
+            payloads = [
+                decode_envelope(r.value).payload
+                for r in await read_to_end(stack.kafka_bootstrap, types.topic, 3)
+            ]
+            return [p["n"] for p in payloads if p["item_id"] in mine]
+
+        await eventually(all_out)
+        assert await left() == 1
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        assert await left() == 0  # deleted when the relay stopped
+        assert sorted(await mine_on_topic()) == list(range(6))  # each published once
+    finally:
+        relay.stop()
+        if task is not None:
+            await asyncio.wait_for(task, 10)
+        await pool.close()
 
 
 async def test_poison_messages_go_to_the_dlq_and_the_next_message_is_still_processed(
@@ -585,12 +715,14 @@ async def test_a_unit_of_work_gets_each_fresh_message_once_and_a_failed_flush_de
     rows = await kit_pool.fetch("SELECT n FROM applied WHERE consumer = $1 ORDER BY id", name)
     assert [r["n"] for r in rows] == [n for n in range(20) if n != 13]
     assert (consumer.stats.applied, consumer.stats.duplicates) == (19, 10)
-    # A unit is made only for messages not applied before, each once; the units without item 13
-    # are the ones that committed, and every other message was in exactly one of them.
+    # A unit gets each message of its batch once, though ten of them arrived twice. A unit with
+    # a message applied before never commits (the inbox insert at its end fails): that batch is
+    # applied again with the inbox consulted first, so the rows above hold each message once.
     assert all(unit and len(set(unit)) == len(unit) for unit in units)
-    committed = [n for unit in units if 13 not in unit for n in unit]
-    assert sorted(committed) == [n for n in range(20) if n != 13]
-    assert units.count([13]) == 3  # the batch rolled back, then item 13 alone, three attempts
+    assert consumer.stats.rechecked >= 1
+    # The batch rolled back, then item 13 alone, three attempts: a handler's failure with nothing
+    # applied before is not taken for a redelivery (no attempt twice).
+    assert units.count([13]) == 3
     assert [r.value for r in dead] == [encode(envelopes[13])]
     assert "cannot be flushed" in dict(dead[0].headers)["dlq.error"].decode()
 
