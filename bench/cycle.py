@@ -13,8 +13,10 @@ and their ratios to the first variant:
 
 - `inbox first`: the kit before session 22 (the inbox insert a statement of its own, before the
   handlers; the relay's delete of what Kafka acknowledged a statement of its own);
-- `inbox last`: the kit now (the inbox rows go in with the outbox rows at the end; the relay
-  deletes a batch with the statement that reads the next one).
+- `inbox last`: the inbox rows go in with the outbox rows at the end; the relay deletes a batch
+  with the statement that reads the next one;
+- `unit in last`: the kit now, and the services' units: as `inbox last`, and the unit's write
+  goes in that same last statement (`events.kit.inbox.Writes`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from aiokafka.structs import ConsumerRecord
 from events.envelope import encode, wrap
 from events.kit import db
 from events.kit.admin import ensure_topics
-from events.kit.inbox import HandlerContext, InboxConsumer, _Item
+from events.kit.inbox import HandlerContext, InboxConsumer, Writes, _Item
 from events.kit.outbox import OutboxRelay
 from events.kit.producer import make_producer
 from events.kit.settings import LOCAL_KAFKA, ServiceSettings, local_database_url
@@ -68,8 +70,11 @@ CREATE_ROWS = "CREATE TABLE IF NOT EXISTS cycle_rows (item_id UUID PRIMARY KEY, 
 INSERT_ROWS = "INSERT INTO cycle_rows SELECT * FROM unnest($1::uuid[], $2::int[])"
 
 
+ROWS_WRITES = "added AS (INSERT INTO cycle_rows SELECT * FROM unnest($1::uuid[], $2::int[]))"
+
+
 class _Rows:
-    """A unit of work as the services' are: the handlers collect, one multi-row write."""
+    """A unit of work as the services' were: the handlers collect, one multi-row write."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -79,8 +84,24 @@ class _Rows:
         await self.conn.execute(INSERT_ROWS, [r[0] for r in self.rows], [r[1] for r in self.rows])
 
 
+class _RowsWrites(_Rows):
+    """As the services' units are now: the write handed to the batch's last statement."""
+
+    def writes(self) -> Writes | None:
+        rows, self.rows = self.rows, []
+        return Writes(ROWS_WRITES, [[r[0] for r in rows], [r[1] for r in rows]]) if rows else None
+
+    async def flush(self) -> None:
+        if writes := self.writes():
+            await writes.execute(self.conn)
+
+
 async def _unit(conn: Any, messages: Sequence[Message]) -> _Rows:
     return _Rows(conn)
+
+
+async def _unit_writes(conn: Any, messages: Sequence[Message]) -> _Rows:
+    return _RowsWrites(conn)
 
 
 async def _handle(msg: Added, ctx: HandlerContext) -> list[Message]:
@@ -209,7 +230,7 @@ async def main(args: argparse.Namespace) -> None:
     await producer.start()
     registry = Registry(Added, Counted)
 
-    def consumer(inbox_first: bool) -> InboxConsumer:
+    def consumer(inbox_first: bool, unit: Any = _unit) -> InboxConsumer:
         return InboxConsumer(
             name=f"bench-cycle-{uuid.uuid4().hex[:8]}",
             topics=[TOPIC],
@@ -219,13 +240,18 @@ async def main(args: argparse.Namespace) -> None:
             producer=producer,
             bootstrap_servers=args.bootstrap,
             service="benchcycle",
-            unit=_unit,
+            unit=unit,
             inbox_first=inbox_first,
         )
 
     variants = [
         Variant("inbox first", consumer(True), DeleteOnItsOwnRelay(pool, producer, service="b")),
         Variant("inbox last", consumer(False), OutboxRelay(pool, producer, service="b")),
+        Variant(
+            "unit in last",
+            consumer(False, _unit_writes),
+            OutboxRelay(pool, producer, service="b"),
+        ),
     ]
     try:
         await run_round(variants[0], _items(50, args.batch, variants[0].consumer), url)  # warm

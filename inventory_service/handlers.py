@@ -37,7 +37,7 @@ from events.contracts import (
 )
 from events.kit import outbox
 from events.kit.db import Conn
-from events.kit.inbox import Handler, HandlerContext, Handlers
+from events.kit.inbox import Handler, HandlerContext, Handlers, Writes
 from events.kit.logging import get_logger
 from events.messages import Message
 from inventory_service import domain, repository
@@ -127,16 +127,21 @@ class StockUnit:
         return self.levels[sku]
 
     async def flush(self) -> None:
+        if writes := self.writes():
+            await writes.execute(self.conn)
+
+    def writes(self) -> Writes | None:
+        """What flush() would write, handed over for the consumer's last statement."""
         if not (self._changed or self._new or self._statuses):
-            return
-        await repository.save_batch(
-            self.conn,
+            return None
+        writes = repository.save_batch(
             new_stock=[self.levels[s] for s in sorted(self._changed - self._locked)],
             changed_stock=[self.levels[s] for s in sorted(self._changed & self._locked)],
             new_reservations=list(self._new.values()),
             statuses=self._statuses,
         )
         self._changed, self._new, self._statuses = set(), {}, {}
+        return writes
 
 
 async def reserve_stock(cmd: ReserveStock, ctx: HandlerContext, policy: Policy) -> list[Message]:

@@ -15,6 +15,7 @@ import orjson
 
 from events.contracts import StockLine
 from events.kit.db import Conn
+from events.kit.inbox import Writes
 from inventory_service.domain import Reservation, ReservationStatus, StockLevel
 
 LOCK_STOCK = """
@@ -51,11 +52,12 @@ LOCK_RESERVATIONS = """
 SELECT order_id, status, lines, expires_at, updated_at FROM reservations
 WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE
 """
-# Everything a batch changed, in one statement. The stock rows it updates are locked, so it sets
+# Everything a batch changed, as CTEs for the consumer's last statement (events.kit.inbox.Writes;
+# on its own, Writes.execute). The stock rows it updates are locked, so it sets
 # their values; SKUs new to the batch are added to whatever a concurrent insert put there. The
 # table's CHECKs refuse any row that would oversell.
-SAVE_BATCH = """
-WITH new_stock AS (
+SAVE_BATCH_WRITES = """
+new_stock AS (
     INSERT INTO stock AS s (sku, on_hand, reserved, low_stock_threshold)
     SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[])
     ON CONFLICT (sku) DO UPDATE SET on_hand = s.on_hand + EXCLUDED.on_hand,
@@ -69,10 +71,11 @@ WITH new_stock AS (
     SELECT r.order_id, r.status, r.lines::jsonb, r.expires_at
     FROM unnest($8::uuid[], $9::text[], $10::text[], $11::timestamptz[])
         AS r(order_id, status, lines, expires_at)
+), reservation_statuses AS (
+    UPDATE reservations AS r SET status = u.status, updated_at = now()
+    FROM unnest($12::uuid[], $13::text[]) AS u(order_id, status)
+    WHERE r.order_id = u.order_id
 )
-UPDATE reservations AS r SET status = u.status, updated_at = now()
-FROM unnest($12::uuid[], $13::text[]) AS u(order_id, status)
-WHERE r.order_id = u.order_id
 """
 
 LOCK_DUE_RESERVATIONS = """
@@ -155,30 +158,31 @@ async def lock_stock_at(
     return {row["sku"]: _level(row) for row in rows}, (rows[0]["db_now"] if rows else None)
 
 
-async def save_batch(
-    conn: Conn,
+def save_batch(
     *,
     new_stock: Sequence[StockLevel],
     changed_stock: Sequence[StockLevel],
     new_reservations: Sequence[Reservation],
     statuses: Mapping[uuid.UUID, ReservationStatus],
-) -> None:
-    """Write what a batch changed (see SAVE_BATCH)."""
-    await conn.execute(
-        SAVE_BATCH,
-        [x.sku for x in new_stock],
-        [x.on_hand for x in new_stock],
-        [x.reserved for x in new_stock],
-        [x.low_stock_threshold for x in new_stock],
-        [x.sku for x in changed_stock],
-        [x.on_hand for x in changed_stock],
-        [x.reserved for x in changed_stock],
-        [r.order_id for r in new_reservations],
-        [r.status.value for r in new_reservations],
-        [_lines_json(r.lines) for r in new_reservations],
-        [r.expires_at for r in new_reservations],
-        list(statuses),
-        [status.value for status in statuses.values()],
+) -> Writes:
+    """Write what a batch changed (see SAVE_BATCH_WRITES)."""
+    return Writes(
+        SAVE_BATCH_WRITES,
+        [
+            [x.sku for x in new_stock],
+            [x.on_hand for x in new_stock],
+            [x.reserved for x in new_stock],
+            [x.low_stock_threshold for x in new_stock],
+            [x.sku for x in changed_stock],
+            [x.on_hand for x in changed_stock],
+            [x.reserved for x in changed_stock],
+            [r.order_id for r in new_reservations],
+            [r.status.value for r in new_reservations],
+            [_lines_json(r.lines) for r in new_reservations],
+            [r.expires_at for r in new_reservations],
+            list(statuses),
+            [status.value for status in statuses.values()],
+        ],
     )
 
 

@@ -29,7 +29,7 @@ from events.contracts import (
     order_ids,
 )
 from events.kit.db import Conn
-from events.kit.inbox import HandlerContext, Handlers
+from events.kit.inbox import HandlerContext, Handlers, Writes
 from events.kit.logging import get_logger
 from events.messages import Message
 from order_service import domain, repository
@@ -93,9 +93,16 @@ class SagaUnit:
         return self.apply(order, decide(order))
 
     async def flush(self) -> None:
-        if self._changed or self._timeline:
-            await repository.save_steps(self.conn, list(self._changed.values()), self._timeline)
-            self._changed, self._timeline = {}, []
+        if writes := self.writes():
+            await writes.execute(self.conn)
+
+    def writes(self) -> Writes | None:
+        """What flush() would write, handed over for the consumer's last statement."""
+        if not (self._changed or self._timeline):
+            return None
+        writes = repository.save_steps(list(self._changed.values()), self._timeline)
+        self._changed, self._timeline = {}, []
+        return writes
 
 
 def _step(

@@ -13,6 +13,7 @@ import orjson
 
 from events.contracts import OrderStatus, ProductUpserted, StockLine
 from events.kit.db import Conn
+from events.kit.inbox import Writes
 from events.messages import Money
 from order_service.domain import Order
 
@@ -34,8 +35,10 @@ SELECT * FROM orders WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDA
 """
 SELECT_ORDER = "SELECT * FROM orders WHERE order_id = $1"
 # A batch's saga steps: every changed order and every timeline entry, in one statement.
-SAVE_STEPS = """
-WITH saved AS (
+# A batch's saga steps: the changed orders and their timeline entries (in their order). As CTEs, so
+# that the consumer's last statement may carry them (`events.kit.inbox.Writes`).
+SAVE_STEPS_WRITES = """
+saved AS (
     UPDATE orders AS o SET status = u.status, stock_committed = u.stock_committed,
         payment_captured = u.payment_captured, refunded = u.refunded, reason = u.reason,
         deadline = u.deadline, updated_at = now()
@@ -43,11 +46,13 @@ WITH saved AS (
         $7::timestamptz[])
         AS u(order_id, status, stock_committed, payment_captured, refunded, reason, deadline)
     WHERE o.order_id = u.order_id
+), timeline AS (
+    INSERT INTO order_timeline (order_id, status, note)
+    SELECT t.order_id, t.status, t.note
+    FROM unnest($8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY
+        AS t(order_id, status, note, n)
+    ORDER BY t.n
 )
-INSERT INTO order_timeline (order_id, status, note)
-SELECT t.order_id, t.status, t.note
-FROM unnest($8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY AS t(order_id, status, note, n)
-ORDER BY t.n
 """
 # A batch of placements in one statement: the orders, their first timeline entries, the answers
 # kept for their Idempotency-Keys, their events in the outbox (in order) and the relay's wake-up.
@@ -242,20 +247,22 @@ async def get_order_row(conn: Conn, order_id: uuid.UUID) -> Any:
 TimelineEntry = tuple[uuid.UUID, OrderStatus, str | None]
 
 
-async def save_steps(conn: Conn, orders: list[Order], entries: list[TimelineEntry]) -> None:
+def save_steps(orders: list[Order], entries: list[TimelineEntry]) -> Writes:
     """Save the changed orders and append the timeline entries (in their order)."""
-    await conn.execute(
-        SAVE_STEPS,
-        [o.order_id for o in orders],
-        [o.status.value for o in orders],
-        [o.stock_committed for o in orders],
-        [o.payment_captured for o in orders],
-        [o.refunded for o in orders],
-        [o.reason for o in orders],
-        [o.deadline for o in orders],
-        [e[0] for e in entries],
-        [e[1].value for e in entries],
-        [e[2] for e in entries],
+    return Writes(
+        SAVE_STEPS_WRITES,
+        [
+            [o.order_id for o in orders],
+            [o.status.value for o in orders],
+            [o.stock_committed for o in orders],
+            [o.payment_captured for o in orders],
+            [o.refunded for o in orders],
+            [o.reason for o in orders],
+            [o.deadline for o in orders],
+            [e[0] for e in entries],
+            [e[1].value for e in entries],
+            [e[2] for e in entries],
+        ],
     )
 
 

@@ -35,7 +35,7 @@ from events.contracts import (
     VoidPayment,
 )
 from events.kit.db import Conn
-from events.kit.inbox import HandlerContext
+from events.kit.inbox import HandlerContext, Writes
 from events.kit.logging import get_logger
 from events.messages import Message
 from payment_service import domain, repository
@@ -81,9 +81,16 @@ class PaymentUnit:
         self._new.append(movement)
 
     async def flush(self) -> None:
-        if self._new:
-            await repository.record_all(self.conn, list(self._saved.values()), self._new)
-            self._saved, self._new = {}, []
+        if writes := self.writes():
+            await writes.execute(self.conn)
+
+    def writes(self) -> Writes | None:
+        """What flush() would write, handed over for the consumer's last statement."""
+        if not self._new:
+            return None
+        writes = repository.record_all(list(self._saved.values()), self._new)
+        self._saved, self._new = {}, []
+        return writes
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 
 from events.kit.db import Conn
+from events.kit.inbox import Writes
 from events.messages import Money
 from payment_service.domain import Movement, MovementKind, Payment, PaymentStatus
 
@@ -29,8 +30,8 @@ SELECT 'movement', order_id, payment_id, NULL, amount, currency, NULL, gateway_r
 FROM ledger WHERE idempotency_key = ANY($2::text[])
 """
 # What a batch recorded: each payment's new state and the movements, in one statement.
-SAVE_RECORDS = """
-WITH saved AS (
+SAVE_RECORDS_WRITES = """
+saved AS (
     INSERT INTO payments
         (order_id, payment_id, status, amount, currency, token_hint, gateway_reference, updated_at)
     SELECT p.*, now()
@@ -44,15 +45,17 @@ WITH saved AS (
         token_hint = EXCLUDED.token_hint,
         gateway_reference = EXCLUDED.gateway_reference,
         updated_at = now()
+), ledger_rows AS (
+    INSERT INTO ledger
+        (order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code)
+    SELECT m.order_id, m.payment_id, m.kind, m.amount, m.currency, m.idempotency_key,
+        m.gateway_reference, m.code
+    FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::bigint[], $12::text[], $13::text[],
+        $14::text[], $15::text[]) WITH ORDINALITY
+        AS m(order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference,
+            code, n)
+    ORDER BY m.n
 )
-INSERT INTO ledger
-    (order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code)
-SELECT m.order_id, m.payment_id, m.kind, m.amount, m.currency, m.idempotency_key,
-    m.gateway_reference, m.code
-FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::bigint[], $12::text[], $13::text[],
-    $14::text[], $15::text[]) WITH ORDINALITY
-    AS m(order_id, payment_id, kind, amount, currency, idempotency_key, gateway_reference, code, n)
-ORDER BY m.n
 """
 
 SELECT_PAYMENT = """
@@ -96,25 +99,28 @@ async def load_state(
     return payments, movements
 
 
-async def record_all(conn: Conn, payments: list[Payment], movements: list[Movement]) -> None:
-    """record() for a batch: the payments' new states and the movements, in one statement."""
-    await conn.execute(
-        SAVE_RECORDS,
-        [p.order_id for p in payments],
-        [p.payment_id for p in payments],
-        [p.status.value for p in payments],
-        [p.amount.amount for p in payments],
-        [p.amount.currency for p in payments],
-        [p.token_hint for p in payments],
-        [p.authorization for p in payments],
-        [m.order_id for m in movements],
-        [m.payment_id for m in movements],
-        [m.kind.value for m in movements],
-        [m.amount.amount for m in movements],
-        [m.amount.currency for m in movements],
-        [m.idempotency_key for m in movements],
-        [m.gateway_reference for m in movements],
-        [m.code for m in movements],
+def record_all(payments: list[Payment], movements: list[Movement]) -> Writes:
+    """record() for a batch: the payments' new states and the movements, as CTEs for the
+    consumer's last statement (events.kit.inbox.Writes; on their own, Writes.execute)."""
+    return Writes(
+        SAVE_RECORDS_WRITES,
+        [
+            [p.order_id for p in payments],
+            [p.payment_id for p in payments],
+            [p.status.value for p in payments],
+            [p.amount.amount for p in payments],
+            [p.amount.currency for p in payments],
+            [p.token_hint for p in payments],
+            [p.authorization for p in payments],
+            [m.order_id for m in movements],
+            [m.payment_id for m in movements],
+            [m.kind.value for m in movements],
+            [m.amount.amount for m in movements],
+            [m.amount.currency for m in movements],
+            [m.idempotency_key for m in movements],
+            [m.gateway_reference for m in movements],
+            [m.code for m in movements],
+        ],
     )
 
 

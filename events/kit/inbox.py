@@ -58,29 +58,58 @@ SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING event_id
 """
-# A batch's event ids, its outbox rows and the relay's wake-up, in one statement at the end of its
-# transaction. An event id recorded before (a redelivery) fails it: the batch is applied again with
-# the inbox consulted first (INSERT_INBOX).
-RECORD_INBOX_AND_OUTBOX = """
-WITH recorded AS (
+
+
+@functools.lru_cache(maxsize=64)
+def last_statement(unit_writes: str = "", unit_params: int = 0) -> str:
+    """The statement that ends a batch's transaction: the unit's writes (CTEs numbering their
+    parameters from $1, see `Writes`), the batch's event ids in the inbox, its outbox rows and
+    the relay's wake-up. An event id recorded before (a redelivery) fails it: the batch is then
+    applied again with the inbox consulted first (INSERT_INBOX)."""
+    p = [f"${unit_params + i}" for i in range(1, 12)]
+    unit = f"{unit_writes.strip()},\n" if unit_writes else ""
+    return f"""
+WITH {unit}recorded AS (
     INSERT INTO inbox (consumer, event_id, topic, partition, "offset")
-    SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[])
+    SELECT {p[0]}, * FROM unnest({p[1]}::uuid[], {p[2]}::text[], {p[3]}::int[], {p[4]}::bigint[])
 ), published AS (
     INSERT INTO outbox (event_id, topic, key, value, headers)
-    SELECT * FROM unnest($6::uuid[], $7::text[], $8::bytea[], $9::bytea[], $10::jsonb[])
+    SELECT * FROM unnest({p[5]}::uuid[], {p[6]}::text[], {p[7]}::bytea[], {p[8]}::bytea[],
+        {p[9]}::jsonb[])
 )
-SELECT pg_notify($11, '') WHERE cardinality($6::uuid[]) > 0
+SELECT pg_notify({p[10]}, '') WHERE cardinality({p[5]}::uuid[]) > 0
 """
+
+
 ANY_RECORDED = """
 SELECT EXISTS (SELECT FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[]))
 """
 
 
 class Unit(Protocol):
-    """A transaction's unit of work, shared by the handlers of one batch."""
+    """A transaction's unit of work, shared by the handlers of one batch.
+
+    A unit may also have `writes() -> Writes | None`: what `flush` would write, handed over (and
+    forgotten) as CTEs that the kit puts in the batch's last statement, before the inbox and
+    outbox rows, so the write costs no round trip of its own. A unit without it is flushed."""
 
     async def flush(self) -> None:
         """Write what the handlers changed (called once, after the last handler)."""
+
+
+@dataclass(frozen=True)
+class Writes:
+    """A unit's writes as CTEs for the batch's last statement: `ctes` is a comma-separated list
+    of `name AS (INSERT|UPDATE ...)`, its parameters numbered from $1, and `args` their values.
+    The CTEs see the transaction as it was before the statement, as each other's effects are
+    not visible to them (PostgreSQL's rule for data-modifying WITH)."""
+
+    ctes: str
+    args: Sequence[Any]
+
+    async def execute(self, conn: Conn) -> None:
+        """The writes as a statement of their own (a unit's flush)."""
+        await conn.execute(f"WITH {self.ctes} SELECT", *self.args)
 
 
 UnitFactory = Callable[[Conn, Sequence[Message]], Awaitable[Unit]]
@@ -617,17 +646,17 @@ class InboxConsumer:
                 for item in todo
                 for message in emitted[id(item)]
             ]
+            writes = None
             if unit is not None:
-                await _blamed(todo[0], unit.flush())
+                take = getattr(unit, "writes", None)
+                if take is None or inbox_first:
+                    await _blamed(todo[0], unit.flush())
+                else:
+                    writes = await _blamed(todo[0], _call(take))
             if inbox_first:
                 await outbox.append(conn, outgoing, channel=self._channel)
             else:
-                await conn.execute(
-                    RECORD_INBOX_AND_OUTBOX,
-                    *self._inbox_columns(todo),
-                    *outbox.outbox_columns(outgoing),
-                    self._channel,
-                )
+                await self._record(conn, todo, outgoing, writes)
         duplicates = len(items) - len(todo)
         self.stats.applied += len(todo)
         self.stats.duplicates += duplicates
@@ -635,6 +664,33 @@ class InboxConsumer:
             metrics.DUPLICATES.labels(self.name).inc(duplicates)
         for item in todo:
             metrics.APPLIED.labels(self.name, item.envelope.type).inc()
+
+    async def _record(
+        self,
+        conn: Conn,
+        todo: list[_Item],
+        outgoing: list[tuple[Message, Any]],
+        writes: Writes | None,
+    ) -> None:
+        """The batch's last statement: the unit's writes, its inbox and outbox rows."""
+        args = [
+            *(writes.args if writes else ()),
+            *self._inbox_columns(todo),
+            *outbox.outbox_columns(outgoing),
+            self._channel,
+        ]
+        sql = last_statement(writes.ctes, len(writes.args)) if writes else last_statement()
+        try:
+            await conn.execute(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.table_name == "inbox" or writes is None:
+                raise
+            raise HandlerFailed(todo[0], exc) from exc
+        except Exception as exc:
+            # the unit's write failing is its batch's, as its flush would have been
+            if writes is None or is_infrastructure_error(exc):
+                raise
+            raise HandlerFailed(todo[0], exc) from exc
 
     def _inbox_columns(self, items: list[_Item]) -> tuple[Any, ...]:
         return (
@@ -759,6 +815,10 @@ async def _blamed(item: _Item, work: Awaitable[T]) -> T:
         if is_infrastructure_error(exc):
             raise
         raise HandlerFailed(item, exc) from exc
+
+
+async def _call(take: Callable[[], Writes | None]) -> Writes | None:
+    return take()
 
 
 def _first_of_each(items: list[_Item]) -> list[_Item]:
