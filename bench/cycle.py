@@ -22,14 +22,12 @@ and their ratios to the first variant:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
 import psutil  # type: ignore[import-untyped]
 import uvloop
 from aiokafka import AIOKafkaProducer
@@ -107,32 +105,6 @@ async def _unit_writes(conn: Any, messages: Sequence[Message]) -> _Rows:
 async def _handle(msg: Added, ctx: HandlerContext) -> list[Message]:
     ctx.unit.rows.append((msg.item_id, msg.n))
     return [Counted(item_id=msg.item_id, n=msg.n)]
-
-
-class DeleteOnItsOwnRelay(OutboxRelay):
-    """The relay before session 22: what Kafka acknowledged is deleted by a statement of its own."""
-
-    async def publish_batch(self) -> int:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
-                self._batch_max,
-            )
-            if not rows:
-                return 0
-            futures = []
-            for row in rows:
-                headers = [(k, v.encode()) for k, v in orjson.loads(row["headers"])]
-                futures.append(
-                    await self._producer.send(
-                        row["topic"], value=row["value"], key=row["key"], headers=headers
-                    )
-                )
-            await asyncio.gather(*futures)
-            await conn.execute(
-                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-            )
-        return len(rows)
 
 
 @dataclass
@@ -245,7 +217,11 @@ async def main(args: argparse.Namespace) -> None:
         )
 
     variants = [
-        Variant("inbox first", consumer(True), DeleteOnItsOwnRelay(pool, producer, service="b")),
+        Variant(
+            "inbox first",
+            consumer(True),
+            OutboxRelay(pool, producer, service="b", delete_with_next_read=False),
+        ),
         Variant("inbox last", consumer(False), OutboxRelay(pool, producer, service="b")),
         Variant(
             "unit in last",

@@ -1,19 +1,22 @@
 """Idempotent consumer: batches in, one database transaction per batch, offsets committed after it.
 
-For each batch: decode every record (undecodable ones go to the DLQ), record the batch's event ids
-in the inbox table and run the handlers in ONE transaction, append whatever the handlers emit to the
-outbox in that same transaction, and only then commit the offsets. A crash before the transaction
-commits leaves no effect; a crash after it means a redelivery, which the inbox skips.
+For each batch: decode every record (undecodable ones go to the DLQ), run the handlers and record
+the batch's event ids in the inbox table in ONE transaction, append whatever the handlers emit to
+the outbox in that same transaction, and only then commit the offsets. A crash before the
+transaction commits leaves no effect; a crash after it means a redelivery, which the inbox skips.
+The inbox rows go in last, with the unit's write and the outbox rows in one statement; a batch
+holding a record applied before fails there and is applied again with the inbox asked first (see
+`InboxConsumer._transaction`).
 
 Offsets are committed at most every `commit_interval_ms` (and when partitions are revoked, when the
 consumer closes, and at once after a batch that dead-lettered something), never before the batch's
 transaction: at small batches an OffsetCommit per batch was one broker request per message. A
 crash then redelivers up to that interval's records, which the inbox skips.
 
-A consumer may give its handlers a unit of work per transaction (`unit`): made once the batch's
-fresh messages are known (to load and lock what they touch in one query), used by every handler,
-and flushed before the outbox (its writes as multi-row statements), so a batch costs a few
-statements rather than a few per message.
+A consumer may give its handlers a unit of work per transaction (`unit`): made from the batch's
+messages (to load and lock what they touch in one query), used by every handler, and written in the
+batch's last statement (`Writes`) or flushed before it, so a batch costs a few statements rather
+than a few per message.
 
 If a handler raises, the batch is rolled back and its records are applied one by one, each retried
 with backoff; a record that still fails goes to the DLQ and the consumer carries on. Database and

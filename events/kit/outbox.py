@@ -112,8 +112,11 @@ class OutboxRelay:
         service: str,
         batch_max: int = 500,
         poll_interval_s: float = 0.5,
+        delete_with_next_read: bool = True,
     ) -> None:
         self._pool = pool
+        # False: each batch deleted by a statement of its own (as before session 22; a baseline)
+        self._delete_with_next_read = delete_with_next_read
         self._producer = producer
         self._service = service
         self._batch_max = batch_max
@@ -194,6 +197,8 @@ class OutboxRelay:
                 )
             await asyncio.gather(*futures)
             self._published = [r["id"] for r in rows]
+            if not self._delete_with_next_read:
+                await self._delete_published(conn)
             backlog = (
                 await conn.fetchval(COUNT_PENDING) - len(rows)
                 if len(rows) == self._batch_max
@@ -203,11 +208,11 @@ class OutboxRelay:
         metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)
 
-    async def _delete_published(self) -> None:
+    async def _delete_published(self, conn: Conn | None = None) -> None:
         """Delete what was published and acknowledged; nothing is left to the next leader to
         publish again."""
         if self._published:
-            await self._pool.execute(DELETE_PUBLISHED, self._published)
+            await (conn or self._pool).execute(DELETE_PUBLISHED, self._published)
             self._published = []
 
     async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
