@@ -400,6 +400,26 @@ async def test_the_relay_deletes_a_published_batch_with_its_next_read_and_when_i
         await pool.close()
 
 
+async def test_a_relay_deleting_each_batch_on_its_own_leaves_nothing_once_it_has_published(
+    stack: Any, types: KitTypes, producer: AIOKafkaProducer
+) -> None:
+    """The relay as it was before session 22 (bench.cycle's baseline): each batch deleted by a
+    statement of its own, right after Kafka acknowledged it."""
+    url = stack.database_url(f"kit_relay_own_delete_{uuid.uuid4().hex[:8]}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=2)
+    try:
+        await db.apply_migrations(pool)
+        messages = [types.ItemAdded(item_id=uuid.uuid4(), n=n) for n in range(2)]
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.append(conn, [(m, wrap(m, producer="kitown")) for m in messages])
+        relay = OutboxRelay(pool, producer, service="kitown", delete_with_next_read=False)
+        assert await relay.publish_batch() == 2
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await pool.close()
+
+
 async def test_poison_messages_go_to_the_dlq_and_the_next_message_is_still_processed(
     stack: object, types: KitTypes, kit_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
