@@ -40,6 +40,7 @@ def build(settings: Settings) -> ServiceRuntime:
         service=settings.service_name,
         batch_max=settings.intake_batch_max,
         concurrency=settings.intake_concurrency,
+        wakeup=lambda: runtime.wakeup,
     )
     api.install(app, placements, settings.max_body_bytes)
 

@@ -119,8 +119,10 @@ async def place(
     max_open: int,
     service: str,
     now: datetime,
+    channel: str | None = None,
 ) -> list[Answer]:
-    """Place a batch of requests inside the caller's transaction; one answer per request."""
+    """Place a batch of requests inside the caller's transaction; one answer per request. Its
+    outbox rows NOTIFY `channel` (the service's relay channel when None; '' for none)."""
     answers: list[Answer | None] = [None] * len(requests)
     keyed = [(i, r) for i, r in enumerate(requests) if r.idempotency_key is not None]
     if keyed:
@@ -174,7 +176,9 @@ async def place(
         answers[i] = Answer(202, body, {"Location": location}, order)
     if placements:
         outgoing = outbox.outbox_columns([(m, wrap(m, producer=service)) for m in messages])
-        await repository.place_orders(conn, placements, outgoing, outbox.notify_channel(service))
+        if channel is None:
+            channel = outbox.notify_channel(service)
+        await repository.place_orders(conn, placements, outgoing, channel)
     return [a for a in answers if a is not None]
 
 
@@ -191,8 +195,12 @@ class Intake:
         batch_max: int = 100,
         concurrency: int = 2,
         clock: Clock = utcnow,
+        wakeup: Callable[[], outbox.RelayWakeup] | None = None,
     ) -> None:
         self._pool = pool
+        # the relay's wake-up: NOTIFY, or this process's relay woken after the commit
+        notify = outbox.RelayWakeup(service)
+        self._wakeup = wakeup or (lambda: notify)
         self._deadlines = deadlines
         self._max_open = max_open
         self._service = service
@@ -241,6 +249,7 @@ class Intake:
             _settle(future, answer)
 
     async def _transaction(self, requests: list[PlaceRequest]) -> list[Answer]:
+        wakeup = self._wakeup()
         async with self._pool().acquire() as conn, conn.transaction():
             answers = await place(
                 conn,
@@ -249,7 +258,10 @@ class Intake:
                 max_open=self._max_open,
                 service=self._service,
                 now=self._clock(),
+                channel=wakeup.channel,
             )
+        if any(a.order is not None for a in answers):
+            wakeup.committed()
         self.batches += 1
         self.largest = max(self.largest, len(requests))
         return answers

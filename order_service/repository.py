@@ -74,7 +74,7 @@ WITH placed AS (
     INSERT INTO outbox (event_id, topic, key, value, headers)
     SELECT * FROM unnest($14::uuid[], $15::text[], $16::bytea[], $17::bytea[], $18::jsonb[])
 )
-SELECT pg_notify($19, '')
+SELECT pg_notify($19, '') WHERE $19 <> ''
 """
 SELECT_TIMELINE = """
 SELECT id, status, note, at FROM order_timeline WHERE order_id = $1 AND id > $2 ORDER BY id
@@ -211,7 +211,8 @@ async def place_orders(
     conn: Conn, placements: Sequence[Placement], outgoing: tuple[list[Any], ...], channel: str
 ) -> None:
     """Save new orders, their first timeline entries ("order placed"), their kept answers and
-    their outbox rows (`outbox.outbox_columns`), and wake the relay: one statement."""
+    their outbox rows (`outbox.outbox_columns`), and NOTIFY `channel` unless it is empty (see
+    `outbox.RelayWakeup`): one statement."""
     orders = [p.order for p in placements]
     kept = [p.kept for p in placements if p.kept is not None]
     await conn.execute(

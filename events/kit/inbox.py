@@ -80,7 +80,7 @@ WITH {unit}recorded AS (
     SELECT * FROM unnest({p[5]}::uuid[], {p[6]}::text[], {p[7]}::bytea[], {p[8]}::bytea[],
         {p[9]}::jsonb[])
 )
-SELECT pg_notify({p[10]}, '') WHERE cardinality({p[5]}::uuid[]) > 0
+SELECT pg_notify({p[10]}, '') WHERE cardinality({p[5]}::uuid[]) > 0 AND {p[10]} <> ''
 """
 
 
@@ -251,6 +251,7 @@ class InboxConsumer:
         consumer_options: Mapping[str, Any] | None = None,
         unit: UnitFactory | None = None,
         inbox_first: bool = False,
+        wakeup: outbox.RelayWakeup | None = None,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -268,7 +269,8 @@ class InboxConsumer:
         self._inbox_first = inbox_first
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
-        self._channel = outbox.notify_channel(service)
+        # NOTIFY, or wake this process's relay after the commit (see outbox.RelayWakeup)
+        self._wakeup = wakeup or outbox.RelayWakeup(service)
         self._last_lag_update = 0.0
         self._commit_interval_s = commit_interval_ms / 1000
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -656,10 +658,13 @@ class InboxConsumer:
                     await _blamed(todo[0], unit.flush())
                 else:
                     writes = await _blamed(todo[0], _call(take))
+            channel = self._wakeup.channel
             if inbox_first:
-                await outbox.append(conn, outgoing, channel=self._channel)
+                await outbox.append(conn, outgoing, channel=channel)
             else:
-                await self._record(conn, todo, outgoing, writes)
+                await self._record(conn, todo, outgoing, writes, channel)
+        if outgoing:
+            self._wakeup.committed()
         duplicates = len(items) - len(todo)
         self.stats.applied += len(todo)
         self.stats.duplicates += duplicates
@@ -674,13 +679,15 @@ class InboxConsumer:
         todo: list[_Item],
         outgoing: list[tuple[Message, Any]],
         writes: Writes | None,
+        channel: str,
     ) -> None:
-        """The batch's last statement: the unit's writes, its inbox and outbox rows."""
+        """The batch's last statement: the unit's writes, its inbox and outbox rows, and a
+        NOTIFY on `channel` when it is not empty and there are outbox rows."""
         args = [
             *(writes.args if writes else ()),
             *self._inbox_columns(todo),
             *outbox.outbox_columns(outgoing),
-            self._channel,
+            channel,
         ]
         sql = last_statement(writes.ctes, len(writes.args)) if writes else last_statement()
         try:

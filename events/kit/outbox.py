@@ -5,6 +5,11 @@ acknowledged (with acks=all), and Kafka keeps the events from then on. It delete
 with the statement that reads the next batch (the next wake-up or poll, at most `poll_interval_s`
 later), and when it stops. A crash between publishing and deleting may publish a row twice
 (consumers dedupe by event id); a row is never lost.
+
+A transaction that writes outbox rows wakes the relay (`RelayWakeup`): in the process, once it
+has committed, when this process's relay leads; by NOTIFY otherwise. NOTIFY serialises commits:
+PostgreSQL takes one lock for the whole server when a transaction that notified commits, and
+holds it through the commit's WAL flush, so every service's commits queued behind each other.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ WITH inserted AS (
     INSERT INTO outbox (event_id, topic, key, value, headers)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
 )
-SELECT pg_notify($6, '')
+SELECT pg_notify($6, '') WHERE $6 <> ''
 """
 # Deleted once acknowledged, not marked: an UPDATE wrote every row (its whole event) a second
 # time, with new entries in each of its indexes, and left it for a purge an hour later. The rows
@@ -57,6 +62,31 @@ DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, db.BR
 
 def notify_channel(service: str) -> str:
     return f"outbox_{service}"
+
+
+class RelayWakeup:
+    """How a transaction that writes outbox rows gets its relay to publish them at once.
+
+    `channel` is what the transaction passes to pg_notify: '' (no NOTIFY) while this process's
+    own relay leads, which `committed()` then wakes in the process; the relay channel otherwise
+    (another process's relay leads, or none does yet). A NOTIFY costs every commit that sends
+    one a turn at a lock for the whole server, held through that commit's WAL flush (at 500
+    orders/s, one commit in thirty waited 3 ms or more, up to 80 ms). A lead lost between the
+    two leaves the rows to the next leader's poll (`poll_interval_s`); none is lost."""
+
+    def __init__(self, service: str, relay: OutboxRelay | None = None) -> None:
+        self._channel = notify_channel(service)
+        self.relay = relay
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel for a transaction starting now; '' when no NOTIFY is needed."""
+        return "" if self.relay is not None and self.relay.is_leader else self._channel
+
+    def committed(self) -> None:
+        """A transaction that wrote outbox rows has committed: wake this process's relay."""
+        if self.relay is not None:
+            self.relay.wake()
 
 
 def outbox_columns(outgoing: Sequence[tuple[Message, Envelope]]) -> tuple[list[Any], ...]:
@@ -81,7 +111,8 @@ async def append(
     *,
     channel: str | None = None,
 ) -> None:
-    """Add envelopes to the outbox inside the caller's transaction (one multi-row insert)."""
+    """Add envelopes to the outbox inside the caller's transaction (one multi-row insert), with
+    a NOTIFY on `channel` unless it is empty or None."""
     if not outgoing:
         return
     columns = outbox_columns(outgoing)

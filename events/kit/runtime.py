@@ -24,7 +24,7 @@ from events.kit.http import NO_TELEMETRY, harden, health_router
 from events.kit.inbox import Handlers, InboxConsumer, UnitFactory
 from events.kit.kafkaconf import client_options
 from events.kit.logging import configure_logging, get_logger
-from events.kit.outbox import OutboxRelay
+from events.kit.outbox import OutboxRelay, RelayWakeup
 from events.kit.producer import make_producer
 from events.kit.settings import ServiceSettings
 from events.messages import Registry
@@ -74,6 +74,8 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
+        # how this process's transactions wake the relay: its own relay once it leads, else NOTIFY
+        self.wakeup = RelayWakeup(settings.service_name)
         self.consumers: list[InboxConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._http: uvicorn.Server | None = None
@@ -123,6 +125,7 @@ class ServiceRuntime:
             batch_max=s.outbox_batch_max,
             poll_interval_s=s.outbox_poll_ms / 1000,
         )
+        self.wakeup.relay = self.relay
         self._spawn(self.relay.run(), "outbox-relay")
         for spec in self._consumer_specs:
             consumer = InboxConsumer(
@@ -143,6 +146,7 @@ class ServiceRuntime:
                 batches_in_flight=s.consumer_batches_in_flight,
                 overtake_after_ms=s.consumer_overtake_after_ms,
                 unit=spec.unit,
+                wakeup=self.wakeup,
                 consumer_options={
                     **client,
                     "fetch_max_wait_ms": s.consumer_fetch_max_wait_ms,

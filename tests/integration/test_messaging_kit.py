@@ -25,6 +25,7 @@ from events.kit.outbox import OutboxRelay
 from events.kit.producer import make_producer
 from events.kit.settings import ServiceSettings
 from tests.integration.kit_support import (
+    CREATE_APPLIED,
     KitTypes,
     eventually,
     recording_handler,
@@ -393,6 +394,70 @@ async def test_the_relay_deletes_a_published_batch_with_its_next_read_and_when_i
         await asyncio.wait_for(task, 10)
         assert await left() == 0  # deleted when the relay stopped
         assert sorted(await mine_on_topic()) == list(range(6))  # each published once
+    finally:
+        relay.stop()
+        if task is not None:
+            await asyncio.wait_for(task, 10)
+        await pool.close()
+
+
+async def test_a_batch_wakes_its_process_s_leading_relay_without_a_notify(
+    stack: Any, types: KitTypes, producer: AIOKafkaProducer
+) -> None:
+    """A consumer whose process's relay leads sends no NOTIFY (at commit it takes a lock for the
+    whole server, held through the WAL flush) and wakes the relay itself once it has committed;
+    the relay here polls once a minute, so only that wake-up publishes within the test."""
+    url = stack.database_url(f"kit_wakeup_{uuid.uuid4().hex[:8]}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=4)
+    service = "kitwake"
+    channel = outbox.notify_channel(service)
+    relay = OutboxRelay(pool, producer, service=service, poll_interval_s=60)
+    wakeup = outbox.RelayWakeup(service, relay)
+    heard: list[str] = []  # NOTIFY payloads, in commit order
+    task: asyncio.Task[None] | None = None
+    try:
+        await db.apply_migrations(pool)
+        await pool.execute(CREATE_APPLIED)
+        assert wakeup.channel == channel  # no lead in this process yet: a NOTIFY
+        task = asyncio.create_task(relay.run())
+
+        async def leads() -> bool:
+            return relay.is_leader
+
+        await eventually(leads)
+        assert wakeup.channel == ""
+        items = [uuid.uuid4() for _ in range(4)]
+        for n, item in enumerate(items):
+            message = types.ItemAdded(item_id=item, n=n)
+            envelope = wrap(message, producer="test")
+            await producer.send_and_wait(types.topic, encode(envelope), key=str(item).encode())
+        name = f"wakeup-{types.topic}"
+        async with (
+            pool.acquire() as pooled,
+            db.session_state(pooled) as listener,
+            running(inbox_consumer(stack, types, pool, producer, name, wakeup=wakeup)),
+        ):
+            await listener.add_listener(channel, lambda *args: heard.append(args[3]))
+
+            async def counted() -> bool:
+                mine = {str(i) for i in items}
+                on_topic = await read_to_end(stack.kafka_bootstrap, types.topic + ".counted", 3)
+                return len([r for r in on_topic if r.key.decode() in mine]) == len(items)
+
+            await eventually(counted, timeout=20)
+            # a marker notified now arrives after any NOTIFY the batches' commits sent
+            await pool.execute("SELECT pg_notify($1, 'marker')", channel)
+
+            async def marker_heard() -> bool:
+                await listener.fetchval("SELECT 1")
+                return "marker" in heard
+
+            await eventually(marker_heard)
+        assert heard == ["marker"]
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        assert wakeup.channel == channel  # the lead ended: NOTIFY again
     finally:
         relay.stop()
         if task is not None:

@@ -13,9 +13,11 @@ import orjson
 import pytest
 
 from events.contracts import StockLine
+from events.kit import db, outbox
 from order_service import intake
 from order_service.domain import Deadlines
 from order_service.intake import Intake, PlaceRequest
+from tests.integration.kit_support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +198,42 @@ async def test_a_failed_batch_is_placed_again_request_by_request(pool: asyncpg.P
         "SELECT count(*) FROM orders WHERE customer_id LIKE $1", f"fine-{run}-%"
     )
     assert saved == 4
+
+
+class _Relay:
+    """Stands in for the process's outbox relay: whether it leads, and how often it was woken."""
+
+    def __init__(self, is_leader: bool) -> None:
+        self.is_leader = is_leader
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+@pytest.mark.parametrize("leads", [True, False], ids=["own relay leads", "no lead here"])
+async def test_placements_wake_a_leading_relay_of_their_own_and_notify_otherwise(
+    pool: asyncpg.Pool, leads: bool
+) -> None:
+    relay = _Relay(leads)
+    wakeup = outbox.RelayWakeup("order", relay)  # type: ignore[arg-type]
+    placements = Intake(
+        lambda: pool, deadlines=DEADLINES, max_open=0, service="order", wakeup=lambda: wakeup
+    )
+    channel = outbox.notify_channel("order")
+    heard: list[str] = []  # the payloads, in commit order
+    async with pool.acquire() as pooled, db.session_state(pooled) as listener:
+        await listener.add_listener(channel, lambda *args: heard.append(args[3]))
+        answer = await placements.submit(request(f"wake-{uuid.uuid4().hex[:8]}"))
+        assert answer.status == 202
+        assert relay.woken == 1  # after the commit, whoever leads
+        # a marker notified after the placement committed: it arrives after the placement's own
+        # NOTIFY, if there was one (a lock for the whole server at commit)
+        await pool.execute("SELECT pg_notify($1, 'marker')", channel)
+
+        async def marker_heard() -> bool:
+            await listener.fetchval("SELECT 1")
+            return "marker" in heard
+
+        await eventually(marker_heard)
+        assert heard == (["marker"] if leads else ["", "marker"])
