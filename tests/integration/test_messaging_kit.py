@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -337,68 +338,82 @@ async def test_a_batch_mixing_records_applied_before_with_new_ones_applies_the_n
     assert counted == 15
 
 
+@contextlib.asynccontextmanager
+async def own_database(stack: Any, prefix: str, max_size: int) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated database of the test's own (its relay leads there alone), closed at the end."""
+    url = stack.database_url(f"{prefix}_{uuid.uuid4().hex[:8]}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=max_size)
+    try:
+        await db.apply_migrations(pool)
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def relay_running(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
+    """The relay's loop for the block (a test may stop it before the end), then stopped."""
+    task = asyncio.create_task(relay.run())
+    try:
+        yield task
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_the_relay_deletes_a_published_batch_with_its_next_read_and_when_it_stops(
     stack: Any, types: KitTypes, producer: AIOKafkaProducer
 ) -> None:
-    url = stack.database_url(f"kit_relay_delete_{uuid.uuid4().hex[:8]}")
-    await db.ensure_database(url)
-    pool = await db.create_pool(url, min_size=1, max_size=3)
     service = "kitdelete"
     messages = [types.ItemAdded(item_id=uuid.uuid4(), n=n) for n in range(6)]
+    async with own_database(stack, "kit_relay_delete", max_size=3) as pool:
 
-    async def append(batch: list[Any]) -> None:
-        async with pool.acquire() as conn, conn.transaction():
-            await outbox.append(
-                conn,
-                [(m, wrap(m, producer=service)) for m in batch],
-                channel=outbox.notify_channel(service),
-            )
+        async def append(batch: list[Any]) -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.append(
+                    conn,
+                    [(m, wrap(m, producer=service)) for m in batch],
+                    channel=outbox.notify_channel(service),
+                )
 
-    async def left() -> int:
-        n: int = await pool.fetchval("SELECT count(*) FROM outbox")
-        return n
+        async def left() -> int:
+            n: int = await pool.fetchval("SELECT count(*) FROM outbox")
+            return n
 
-    # no poll within the test: the relay reads when woken (or at its first round)
-    relay = OutboxRelay(pool, producer, service=service, poll_interval_s=60)
-    task: asyncio.Task[None] | None = None
-    try:
-        await db.apply_migrations(pool)
+        # no poll within the test: the relay reads when woken (or at its first round)
+        relay = OutboxRelay(pool, producer, service=service, poll_interval_s=60)
         await append(messages[:3])
         assert await relay.publish_batch() == 3
         assert await left() == 3  # published and acknowledged; deleted with the next read
         await append(messages[3:5])
         assert await relay.publish_batch() == 2  # that read: not the first three again
         assert await left() == 2
-        task = asyncio.create_task(relay.run())
+        async with relay_running(relay) as task:
 
-        async def caught_up() -> bool:  # its first round deleted the two
-            return relay.is_leader and await left() == 0
+            async def caught_up() -> bool:  # its first round deleted the two
+                return relay.is_leader and await left() == 0
 
-        await eventually(caught_up)
-        await append(messages[5:])  # wakes it: published, and kept until its next read
+            await eventually(caught_up)
+            await append(messages[5:])  # wakes it: published, and kept until its next read
 
-        async def all_out() -> bool:
-            return len(await mine_on_topic()) == 6
+            async def all_out() -> bool:
+                return len(await mine_on_topic()) == 6
 
-        async def mine_on_topic() -> list[int]:
-            mine = {str(m.item_id) for m in messages}
-            payloads = [
-                decode_envelope(r.value).payload
-                for r in await read_to_end(stack.kafka_bootstrap, types.topic, 3)
-            ]
-            return [p["n"] for p in payloads if p["item_id"] in mine]
+            async def mine_on_topic() -> list[int]:
+                mine = {str(m.item_id) for m in messages}
+                payloads = [
+                    decode_envelope(r.value).payload
+                    for r in await read_to_end(stack.kafka_bootstrap, types.topic, 3)
+                ]
+                return [p["n"] for p in payloads if p["item_id"] in mine]
 
-        await eventually(all_out)
-        assert await left() == 1
-        relay.stop()
-        await asyncio.wait_for(task, 10)
-        assert await left() == 0  # deleted when the relay stopped
-        assert sorted(await mine_on_topic()) == list(range(6))  # each published once
-    finally:
-        relay.stop()
-        if task is not None:
+            await eventually(all_out)
+            assert await left() == 1
+            relay.stop()
             await asyncio.wait_for(task, 10)
-        await pool.close()
+            assert await left() == 0  # deleted when the relay stopped
+            assert sorted(await mine_on_topic()) == list(range(6))  # each published once
 
 
 async def test_a_batch_wakes_its_process_s_leading_relay_without_a_notify(
@@ -407,62 +422,52 @@ async def test_a_batch_wakes_its_process_s_leading_relay_without_a_notify(
     """A consumer whose process's relay leads sends no NOTIFY (at commit it takes a lock for the
     whole server, held through the WAL flush) and wakes the relay itself once it has committed;
     the relay here polls once a minute, so only that wake-up publishes within the test."""
-    url = stack.database_url(f"kit_wakeup_{uuid.uuid4().hex[:8]}")
-    await db.ensure_database(url)
-    pool = await db.create_pool(url, min_size=1, max_size=4)
     service = "kitwake"
     channel = outbox.notify_channel(service)
-    relay = OutboxRelay(pool, producer, service=service, poll_interval_s=60)
-    wakeup = outbox.RelayWakeup(service, relay)
     heard: list[str] = []  # NOTIFY payloads, in commit order
-    task: asyncio.Task[None] | None = None
-    try:
-        await db.apply_migrations(pool)
+    async with own_database(stack, "kit_wakeup", max_size=4) as pool:
         await pool.execute(CREATE_APPLIED)
+        relay = OutboxRelay(pool, producer, service=service, poll_interval_s=60)
+        wakeup = outbox.RelayWakeup(service, relay)
         assert wakeup.channel == channel  # no lead in this process yet: a NOTIFY
-        task = asyncio.create_task(relay.run())
+        async with relay_running(relay) as task:
 
-        async def leads() -> bool:
-            return relay.is_leader
+            async def leads() -> bool:
+                return relay.is_leader
 
-        await eventually(leads)
-        assert wakeup.channel == ""
-        items = [uuid.uuid4() for _ in range(4)]
-        for n, item in enumerate(items):
-            message = types.ItemAdded(item_id=item, n=n)
-            envelope = wrap(message, producer="test")
-            await producer.send_and_wait(types.topic, encode(envelope), key=str(item).encode())
-        name = f"wakeup-{types.topic}"
-        async with (
-            pool.acquire() as pooled,
-            db.session_state(pooled) as listener,
-            running(inbox_consumer(stack, types, pool, producer, name, wakeup=wakeup)),
-        ):
-            await listener.add_listener(channel, lambda *args: heard.append(args[3]))
+            await eventually(leads)
+            assert wakeup.channel == ""
+            items = [uuid.uuid4() for _ in range(4)]
+            for n, item in enumerate(items):
+                envelope = wrap(types.ItemAdded(item_id=item, n=n), producer="test")
+                await producer.send_and_wait(types.topic, encode(envelope), key=str(item).encode())
+            name = f"wakeup-{types.topic}"
+            async with (
+                pool.acquire() as pooled,
+                db.session_state(pooled) as listener,
+                running(inbox_consumer(stack, types, pool, producer, name, wakeup=wakeup)),
+            ):
+                await listener.add_listener(channel, lambda *args: heard.append(args[3]))
 
-            async def counted() -> bool:
-                mine = {str(i) for i in items}
-                on_topic = await read_to_end(stack.kafka_bootstrap, types.topic + ".counted", 3)
-                return len([r for r in on_topic if r.key.decode() in mine]) == len(items)
+                async def counted() -> bool:
+                    mine = {str(i) for i in items}
+                    topic = types.topic + ".counted"
+                    on_topic = await read_to_end(stack.kafka_bootstrap, topic, 3)
+                    return len([r for r in on_topic if r.key.decode() in mine]) == len(items)
 
-            await eventually(counted, timeout=20)
-            # a marker notified now arrives after any NOTIFY the batches' commits sent
-            await pool.execute("SELECT pg_notify($1, 'marker')", channel)
+                await eventually(counted, timeout=20)
+                # a marker notified now arrives after any NOTIFY the batches' commits sent
+                await pool.execute("SELECT pg_notify($1, 'marker')", channel)
 
-            async def marker_heard() -> bool:
-                await listener.fetchval("SELECT 1")
-                return "marker" in heard
+                async def marker_heard() -> bool:
+                    await listener.fetchval("SELECT 1")
+                    return "marker" in heard
 
-            await eventually(marker_heard)
-        assert heard == ["marker"]
-        relay.stop()
-        await asyncio.wait_for(task, 10)
-        assert wakeup.channel == channel  # the lead ended: NOTIFY again
-    finally:
-        relay.stop()
-        if task is not None:
+                await eventually(marker_heard)
+            assert heard == ["marker"]
+            relay.stop()
             await asyncio.wait_for(task, 10)
-        await pool.close()
+            assert wakeup.channel == channel  # the lead ended: NOTIFY again
 
 
 async def test_a_relay_deleting_each_batch_on_its_own_leaves_nothing_once_it_has_published(
@@ -470,19 +475,13 @@ async def test_a_relay_deleting_each_batch_on_its_own_leaves_nothing_once_it_has
 ) -> None:
     """The relay as it was before session 22 (bench.cycle's baseline): each batch deleted by a
     statement of its own, right after Kafka acknowledged it."""
-    url = stack.database_url(f"kit_relay_own_delete_{uuid.uuid4().hex[:8]}")
-    await db.ensure_database(url)
-    pool = await db.create_pool(url, min_size=1, max_size=2)
-    try:
-        await db.apply_migrations(pool)
+    async with own_database(stack, "kit_relay_own_delete", max_size=2) as pool:
         messages = [types.ItemAdded(item_id=uuid.uuid4(), n=n) for n in range(2)]
         async with pool.acquire() as conn, conn.transaction():
             await outbox.append(conn, [(m, wrap(m, producer="kitown")) for m in messages])
         relay = OutboxRelay(pool, producer, service="kitown", delete_with_next_read=False)
         assert await relay.publish_batch() == 2
         assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
-    finally:
-        await pool.close()
 
 
 async def test_poison_messages_go_to_the_dlq_and_the_next_message_is_still_processed(
