@@ -286,6 +286,20 @@ def best(steps: list[dict[str, Any]]) -> float:
     return max((s["confirmed_per_s"] for s in steps), default=0.0)
 
 
+def machine() -> dict[str, Any]:
+    """The machine the figures are of, and the interpreter every process of the run used (the
+    services are started with this one): which build matters, pyenv's default one ran the
+    platform's Python 10-25 % slower than a distribution's, built with PGO and LTO
+    (docs/performance.md, "The interpreter's build")."""
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "python_executable": os.path.realpath(sys.executable),
+        "python_build": " ".join((*platform.python_build(), platform.python_compiler())),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
 def charts(series: dict[str, list[Sent]], out: Path, sync: set[str]) -> list[str]:
     try:
         import matplotlib
@@ -476,11 +490,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         at_500 = next((s for s in steps if s["offered_per_s"] == 500), None)
         result: dict[str, Any] = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "cores": os.cpu_count(),
-                "python": platform.python_version(),
-                "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            },
+            "machine": machine(),
             "command": "make bench " + " ".join(sys.argv[1:]),
             "confirmed_per_s": best(steps),
             "monolith_confirmed_per_s": best(mono_steps),
