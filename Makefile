@@ -1,11 +1,7 @@
 # The common verbs. Everything installs itself on first use: `make test` on a fresh clone works.
 
-# The interpreter the venv is made from (PY=... overrides): the system's python3 when it is 3.11
-# or newer, else the first python3 on PATH. Distributions build CPython with PGO and LTO, as
-# python.org and the python:3.11 images of deploy/Dockerfile do; pyenv's default build does not,
-# and runs this platform's Python 10-25 % slower (docs/performance.md, "The interpreter's build").
-PY ?= $(shell /usr/bin/python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null \
-	&& echo /usr/bin/python3 || echo python3)
+# The interpreter the venv is made from (PY=... overrides): see deploy/python3.
+PY ?= $(shell sh deploy/python3)
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := deploy/kafka-libs

@@ -62,15 +62,14 @@ WAITING = ("select (selectors.py", "Runner.run (asyncio/runners.py")
 def service_pids(match: str | None = None) -> dict[str, int]:
     """The newest process of each service whose command line contains `match` (if given)."""
     found: dict[str, tuple[float, int]] = {}
-    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        for name in SERVICES:
-            if (
-                cmd.endswith(f"-m {name}")
-                and (match is None or match in _environ(proc))
-                and (name not in found or proc.info["create_time"] > found[name][0])
-            ):
-                found[name] = (proc.info["create_time"], proc.info["pid"])
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
+        name = label(proc.info["name"] or "?", proc.info["cmdline"] or [])
+        if (
+            name in SERVICES
+            and (match is None or match in _environ(proc))
+            and (name not in found or proc.info["create_time"] > found[name][0])
+        ):
+            found[name] = (proc.info["create_time"], proc.info["pid"])
     return {name: pid for name, (_, pid) in found.items()}
 
 
@@ -228,8 +227,9 @@ def record_cpu(seconds: float, rate: int, data: Path) -> dict[str, Counter[str]]
     if perf is None:
         raise SystemExit("perf is not on PATH (Debian: apt-get install linux-perf)")
     labels = process_labels()
-    cmd = [perf, "record", "-q", "-a", "-F", str(rate), "-o", str(data), "--", "sleep"]
-    done = subprocess.run([*cmd, str(seconds)], capture_output=True, text=True, check=False)
+    cmd = [perf, "record", "-q", "-a", "-F", str(rate), "-o", str(data)]
+    cmd += ["--", "sleep", str(seconds)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"perf record failed ({done.returncode}): {done.stderr.strip()}")
     labels = {**labels, **process_labels()}

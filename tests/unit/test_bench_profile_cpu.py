@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from bench.profile import IDLE, LOAD_GENERATOR, code_of, cpu_shares, label, report_cpu
+import subprocess
+import sys
+
+from bench.profile import (
+    IDLE,
+    LOAD_GENERATOR,
+    code_of,
+    cpu_shares,
+    label,
+    report_cpu,
+    service_pids,
+)
 
 # `perf script -F pid,ip,dso` lines, as perf 6.1 prints them
 SAMPLES = """\
@@ -68,3 +79,14 @@ def test_the_report_ranks_processes_by_their_share_of_the_machine() -> None:
     assert lines[1].split()[:2] == ["order_service", "27.3"]  # 3 of 11
     assert "interpreter 18.2, kernel 9.1" in lines[1]
     assert [line.split()[0] for line in lines[2:5]] == ["analytics_service", "postgres", "kafka"]
+
+
+def test_py_spy_s_record_finds_the_services_by_the_same_labels() -> None:
+    # a stand-in whose command line ends as a service's does: `python ... -m order_service`
+    code = "import time; time.sleep(30)"
+    stand_in = subprocess.Popen([sys.executable, "-c", code, "-m", "order_service"])
+    try:
+        assert service_pids()["order_service"] == stand_in.pid  # the newest one
+    finally:
+        stand_in.kill()
+        stand_in.wait()
