@@ -42,7 +42,7 @@ def build(settings: Settings) -> ServiceRuntime:
         concurrency=settings.intake_concurrency,
         wakeup=lambda: runtime.wakeup,
     )
-    api.install(app, placements, settings.max_body_bytes)
+    api.install(app, placements, settings.max_body_bytes, fast_path=settings.place_fast_path)
 
     async def saga_deadlines(runtime: ServiceRuntime) -> None:
         async def sweep() -> None:

@@ -38,3 +38,8 @@ class Settings(ServiceSettings):
         description="Placement transactions at once; requests arriving meanwhile wait and share "
         "the next one.",
     )
+    place_fast_path: bool = Field(
+        default=True,
+        description="Answer POST /orders past FastAPI's routing and dependency solving, with the "
+        "same answers (api.PlaceOrders); false sends it through FastAPI, a baseline to compare.",
+    )

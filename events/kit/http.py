@@ -72,7 +72,11 @@ def health_router(checks: Mapping[str, Check]) -> APIRouter:
 
 
 class BodyLimit:
-    """Refuse request bodies over a limit with 413, whether or not Content-Length is sent."""
+    """Refuse request bodies over a limit with 413, whether or not Content-Length is sent.
+
+    The body is read here, up to the limit, before the app sees it (then replayed): a limit met
+    while the app was reading it would be the app's error, and FastAPI answers any error in
+    reading a body with 400."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -86,25 +90,38 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _too_large(send, self.max_bytes)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+        received = await receive_body(receive, self.max_bytes)
+        if received is None:
             await _too_large(send, self.max_bytes)
+            return
+        await self.app(scope, replay(received, receive), send)
 
 
-class _TooLarge(Exception):
-    pass
+async def receive_body(receive: Receive, max_bytes: int | None = None) -> list[Message] | None:
+    """The messages that carry a request's body, up to its last or to the client leaving; None
+    once the body is over `max_bytes`."""
+    received: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return received
+        seen += len(message.get("body", b""))
+        if max_bytes is not None and seen > max_bytes:
+            return None
+        if not message.get("more_body", False):
+            return received
+
+
+def replay(received: list[Message], receive: Receive) -> Receive:
+    """`receive` as if the messages already received had not been read yet."""
+    pending = received[::-1]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 async def _too_large(send: Send, limit: int) -> None:
