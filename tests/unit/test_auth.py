@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import random
 import time
 
 import httpx
@@ -10,6 +10,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from pydantic import ValidationError
 
 from events.kit import auth
@@ -170,39 +171,60 @@ async def test_a_client_past_its_rate_limit_gets_429_with_retry_after_and_others
         assert anonymous == [200] * 5 + [429]
 
 
-async def test_the_rate_limiter_sweeps_expired_keys_at_most_once_a_second_and_still_forgets_them(
+async def test_the_rate_limiter_answers_as_the_limits_library_does_hit_for_hit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sweeps = 0
-    sweep = MemoryStorage._MemoryStorage__expire_events  # type: ignore[attr-defined]
+    """The counting is ours, the algorithm the library's: the same hits at the same times get
+    the same answers (let through, or the same Retry-After) as its own sliding window counter,
+    the limiter this one replaced."""
+    clock = [1_700_000_000.25]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    spec = "5/second;3/second;12/minute"
+    ours = auth.RateLimit(spec, clock=lambda: clock[0])
+    theirs = SlidingWindowCounterRateLimiter(MemoryStorage())
 
-    async def counted(self: MemoryStorage) -> None:
-        nonlocal sweeps
-        sweeps += 1
-        await sweep(self)
+    async def library(client: str) -> int | None:
+        for item in ours.items:
+            if not await theirs.hit(item, client):
+                stats = await theirs.get_window_stats(item, client)
+                return max(1, int(stats.reset_time - time.time()) + 1)
+        return None
 
-    monkeypatch.setattr(MemoryStorage, "_MemoryStorage__expire_events", counted)
+    rnd = random.Random(7)
+    answers = []
+    for _ in range(3_000):
+        steps, weights = (
+            [0.0, 0.01, 0.05, 0.2, 0.7, 1.3, 4.0, 9.0, 61.0],
+            [8, 8, 4, 3, 2, 2, 1, 1, 1],
+        )
+        clock[0] += rnd.choices(steps, weights)[0]
+        client = f"c{rnd.randrange(2)}"
+        answer = await ours.retry_after(client)
+        assert answer == await library(client), (clock[0], client)
+        answers.append(answer)
+    # both kinds of answer, and refusals by each limit, were compared
+    refusals = [a for a in answers if a is not None]
+    assert len(refusals) > 300
+    assert len(answers) - len(refusals) > 300
+    assert min(refusals) == 1  # a second's limit
+    assert max(refusals) > 5  # the minute's
+
+
+async def test_the_rate_limiter_forgets_clients_whose_windows_have_passed() -> None:
     clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    limit = auth.RateLimit("3/second")
-    # 400 clients, the loop running between their requests as a server's does: one sweep, not
-    # one per hit
+    limit = auth.RateLimit("3/second;100/minute", clock=lambda: clock[0])
     for i in range(400):
         assert await limit.retry_after(f"c{i}") is None
-        await asyncio.sleep(0)
-    assert sweeps == 1
-    clock[0] += 1.5
+    assert len(limit) == 800
+    clock[0] += 2.5  # both one-second windows passed; the minute's still counts
     assert await limit.retry_after("c0") is None
-    await asyncio.sleep(0)
-    assert sweeps == 2
-    # a client past its limit is held back, and let through again once its window has passed
-    for _ in range(2):
-        await limit.retry_after("busy")
-    assert await limit.retry_after("busy") is None
-    assert await limit.retry_after("busy") is not None
-    storage = limit._limiter.storage
-    assert isinstance(storage, MemoryStorage)
-    assert len(storage.expirations) > 0
-    for key in list(storage.expirations):
-        storage.expirations[key] = 0.0  # as if their windows had long passed
+    assert len(limit) == 401  # the minute's counters, and c0's new second
+    clock[0] += 120
+    assert await limit.retry_after("c0") is None
+    assert len(limit) == 2
+    # a client past its limit is held back, and let through again once its windows have passed
+    for _ in range(3):
+        assert await limit.retry_after("busy") is None
+    assert await limit.retry_after("busy") == 1
+    clock[0] += 2.0
     assert await limit.retry_after("busy") is None
