@@ -144,7 +144,7 @@ class RateLimit:
     weighted by how much of it the sliding window still covers, stay under the limit; a refusal
     says when the count next drops (Retry-After). The counting is done here, in a dict and
     without awaits. The library's async in-memory storage wraps each of its calls in its error
-    handling (twice over for a subclass, which the sweep below needed) and took 55-60 µs a request
+    handling (twice over for the subclass that limited its sweep) and took 55-60 µs a request
     for the two default limits, as much as the rest of the order service's POST /orders
     (`python -m bench.ingress` with and without ORDER_RATE_LIMIT). tests/unit/test_auth.py checks
     these answers against the library's own limiter, hit for hit.
