@@ -270,6 +270,11 @@ class Fold:
                 self.aggregates.touch()
         return envelope.type
 
+    def read_to(self, topic: str, partition: int, end: int) -> None:
+        """Records of a partition before offset `end` were read (the fold passed over those it
+        was not given)."""
+        self.positions[f"{topic}/{partition}"] = end
+
     def recovered(self) -> None:
         """The tables were filled from their changelogs: derive the aggregates from them."""
         self.aggregates.categories = {k: v for k, v in self.categories.items() if v}

@@ -31,7 +31,7 @@ from analytics_service.fold import (
 )
 from analytics_service.settings import Settings
 from analytics_service.tablestore import BoundedOptions, Table
-from analytics_service.transport import use_transport
+from analytics_service.transport import Bundle, BundleSchema, use_transport
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
@@ -105,7 +105,7 @@ class AnalyticsStream:
             # the changelog is only read on recovery, so 20 ms more costs no freshness).
             producer_linger=0.02,
         )
-        use_transport(app, s.fetch_max_wait_ms, passed_over, s.fetch_min_bytes)
+        use_transport(app, s.fetch_max_wait_ms, SOURCE_TOPICS, passed_over, s.fetch_min_bytes)
         # use_partitioner: changelog records are placed by key rather than by the source record's
         # partition (faust's co-partitioning check misreads the changelog as having 0 partitions
         # on this broker). One worker holds every partition, so recovery reads them all.
@@ -132,16 +132,20 @@ class AnalyticsStream:
 
         app.on_partitions_revoked.connect(revoked)
 
-        source = app.topic(*SOURCE_TOPICS, key_serializer="raw", value_serializer="raw")
+        # Each value is a Bundle of one partition's fetched records (transport.py).
+        source = app.topic(*SOURCE_TOPICS, schema=BundleSchema())
 
-        # Events are folded in batches (up to fold_batch_max, or what came within fold_batch_ms):
-        # each table key a batch changed is written once, one changelog record instead of one
-        # per event. The batch is acknowledged after its writes.
+        # Fetches are folded in batches (up to fold_batch_max, or what came within
+        # fold_batch_ms): each table key a batch changed is written once, one changelog record
+        # instead of one per event. The batch is acknowledged after its writes.
         async def fold(stream: Any) -> None:
             async for events in stream.take_events(s.fold_batch_max, s.fold_batch_ms / 1000):
                 for event in events:
+                    bundle: Bundle = event.value
+                    for r in bundle.records:
+                        self.apply(r.topic, r.partition, r.offset, r.value, r.headers)
                     m = event.message
-                    self.apply(m.topic, m.partition, m.offset, event.value, m.headers)
+                    self.fold.read_to(m.topic, m.partition, bundle.end)
                 written = sum(table.flush() for table in behind.values())
                 CHANGELOG_WRITES.inc(written)
 

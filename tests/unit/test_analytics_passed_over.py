@@ -1,8 +1,9 @@
-"""The events the analytics fold has no figure for: passed over unread by the fold, and mostly
-dropped by the worker's consumer thread before faust sees them."""
+"""The events the analytics fold has no figure for: passed over unread by the fold, and dropped
+by the worker's consumer thread before faust sees them; the rest handed to faust in bundles."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from faust.types import TP
 from analytics_service.fold import FOLDED, Fold, passed_over
 from analytics_service.settings import Settings
 from analytics_service.stream import AnalyticsStream
-from analytics_service.transport import thinned
+from analytics_service.transport import Bundle, bundled
 from events.contracts import (
     OrderPlaced,
     OrderStatusChanged,
@@ -104,30 +105,52 @@ def test_a_header_is_trusted_only_to_pass_over_a_record_a_folded_type_is_decoded
     assert str(ORDER) in fold.orders
 
 
-def test_the_consumer_thread_drops_passed_over_records_but_the_last_and_the_first_two() -> None:
+def offsets(handed: list[ConsumerRecord[Any, Any]]) -> list[tuple[int, list[int], int]]:
+    """Each record handed to faust: its offset, the offsets in its bundle, the bundle's end."""
+    return [(r.offset, [b.offset for b in r.value.records], r.value.end) for r in handed]
+
+
+def test_the_consumer_thread_hands_faust_a_bundle_per_partition_and_fetch() -> None:
     reserved = wire(StockReserved(order_id=ORDER, lines=(), expires_at=T0), T0)[1]
     money = Money(amount=500, currency="USD")
     captured = wire(PaymentCaptured(order_id=ORDER, payment_id=ORDER, amount=money), T0)[1]
     folded = wire(placed(T0), T0)[1]
     kinds = [reserved, reserved, reserved, folded, captured, [], captured, folded, reserved]
+    # from offset 0: 0 carries the bundle (3, 7, and 5, which has no type header), 1 follows
+    # (faust notes gaps only after an offset above 0), 8 is the last
     records = [record(offset, headers) for offset, headers in enumerate(kinds)]
-    kept = [r.offset for r in thinned(records, passed_over)]
-    # 0 and 1: faust notes gaps only after an offset above 0; 5 has no type header; 8 is last
-    assert kept == [0, 1, 3, 5, 7, 8]
+    assert offsets(bundled(records, passed_over)) == [(0, [3, 5, 7], 9), (1, [], 9), (8, [], 9)]
     later = [record(100 + i, headers) for i, headers in enumerate(kinds)]
-    assert [r.offset for r in thinned(later, passed_over)] == [103, 105, 107, 108]
-    assert thinned(later[:1], passed_over) == later[:1]
-    assert thinned([], passed_over) == []
+    assert offsets(bundled(later, passed_over)) == [(100, [103, 105, 107], 109), (108, [], 109)]
+    # the records are the fetched ones, untouched
+    handed = bundled(later, passed_over)
+    assert handed[0].value.records == (later[3], later[5], later[7])
+    assert handed[0].headers == later[0].headers
+    assert later[0].value == b"{}"
+    # a fetch of one record, or two, is handed on whole; one whose last record is read too
+    assert offsets(bundled(later[3:4], passed_over)) == [(103, [103], 104)]
+    assert offsets(bundled(later[:2], passed_over)) == [(100, [], 102), (101, [], 102)]
+    assert offsets(bundled(later[:8], passed_over)) == [
+        (100, [103, 105, 107], 108),
+        (107, [], 108),
+    ]
+    assert offsets(bundled(records[:1], passed_over)) == [(0, [], 1)]
+    assert bundled([], passed_over) == []
 
 
-async def test_the_workers_consumer_thread_thins_what_it_fetches(
+async def test_the_workers_consumer_thread_bundles_the_source_topics_not_the_changelogs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folded = wire(placed(T0), T0)[1]
     skipped = wire(status_changed(), T0)[1]
-    fetched = {"tp": [record(10 + i, h) for i, h in enumerate([folded, skipped, skipped])]}
+    source, changelog = TP(ORDER_EVENTS, 0), TP("analytics-orders-changelog", 0)
+    changes = [dataclasses.replace(record(i, []), topic=changelog.topic) for i in range(3)]
+    fetched = {
+        source: [record(10 + i, h) for i, h in enumerate([skipped, folded, skipped])],
+        changelog: changes,  # read on recovery: each record as it is
+    }
 
-    async def fetch(*args: Any, **kwargs: Any) -> dict[str, list[Any]]:
+    async def fetch(*args: Any, **kwargs: Any) -> dict[TP, list[Any]]:
         return fetched
 
     monkeypatch.setattr(AIOKafkaConsumerThread, "_fetch_records", fetch)
@@ -137,7 +160,22 @@ async def test_the_workers_consumer_thread_thins_what_it_fetches(
         got = await thread._fetch_records(None, set(), timeout=0.1, max_records=10)
     finally:
         thread.thread_loop.close()
-    assert {tp: [r.offset for r in recs] for tp, recs in got.items()} == {"tp": [10, 12]}
+    assert offsets(got[source]) == [(10, [11], 13), (12, [], 13)]
+    assert got[changelog] == changes
+    # the source topic hands the agent the bundle as it is
+    topic = app.agents["analytics-fold"].channel
+    event = await topic.decode(app.consumer._to_message(source, got[source][0]))
+    assert isinstance(event.value, Bundle)
+    assert event.value is got[source][0].value
+
+
+def test_read_to_moves_the_position_past_what_was_passed_over() -> None:
+    fold = Fold(grace_ms=60_000)
+    raw, headers = wire(placed(T0), T0)
+    fold.apply(ORDER_EVENTS, 0, 3, raw, headers)
+    fold.read_to(ORDER_EVENTS, 0, 9)
+    assert fold.positions == {f"{ORDER_EVENTS}/0": 9}
+    assert str(ORDER) in fold.orders
 
 
 async def test_faust_commits_past_the_dropped_offsets_from_the_start_and_after_a_commit(
