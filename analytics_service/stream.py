@@ -31,7 +31,12 @@ from analytics_service.fold import (
 )
 from analytics_service.settings import Settings
 from analytics_service.tablestore import BoundedOptions, Table
-from analytics_service.transport import Bundle, BundleSchema, use_transport
+from analytics_service.transport import (
+    BUFFERED_BUNDLES,
+    Bundle,
+    BundleSchema,
+    use_transport,
+)
 from events.kit.admin import cluster_replication_factor, ensure_topics
 from events.kit.kafkaconf import client_options, faust_credentials
 from events.kit.logging import get_logger
@@ -132,8 +137,11 @@ class AnalyticsStream:
 
         app.on_partitions_revoked.connect(revoked)
 
-        # Each value is a Bundle of one partition's fetched records (transport.py).
-        source = app.topic(*SOURCE_TOPICS, schema=BundleSchema())
+        # Each value is a Bundle of one partition's fetched records (transport.py). Made as
+        # app.topic() would, which drops its maxsize argument (faust-streaming 0.15).
+        source = faust.Topic(
+            app, topics=SOURCE_TOPICS, schema=BundleSchema(), maxsize=BUFFERED_BUNDLES
+        )
 
         # Fetches are folded in batches (up to fold_batch_max, or what came within
         # fold_batch_ms): each table key a batch changed is written once, one changelog record

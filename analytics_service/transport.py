@@ -78,31 +78,46 @@ HANDED_ON = Counter(
 )
 
 
+# A bundle covers at most this many fetched records, and the agent's channel holds at most
+# BUFFERED_BUNDLES: faust bounds what it buffers by messages, and a bundle is one message. Without
+# the two bounds, a worker catching up on a backlog (full fetches of 1 MiB a partition) buffered
+# 4,096 bundles of up to some 2,000 records each and grew by hundreds of MiB; now at most 16,384
+# records wait, about what faust's 4,096 one-record messages held with their overhead.
+BUNDLE_MAX_RECORDS = 256
+BUFFERED_BUNDLES = 64
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Bundle:
     """The value faust sees for a record the consumer thread hands on: the records of the same
-    partition's fetch that the fold reads (empty but on the first one handed on), and the offset
-    after the last record of that fetch (how far the fold has read once it folded them)."""
+    partition's fetch, from that record on, that the fold reads (empty for the records handed on
+    for faust's bookkeeping only), and the offset after the last fetched record it covers (how
+    far the fold has read once it folded them)."""
 
     records: tuple[ConsumerRecord, ...]
     end: int
 
 
-def bundled(records: list[ConsumerRecord], passed_over: PassedOver) -> list[ConsumerRecord]:
-    """One partition's fetched records as faust is to see them: the first record, whose value
-    is the bundle of every record the fold reads; the next one if the first is at offset 0
-    (faust notes no gap after offset 0); and the last one. The ones after the first carry an
-    empty bundle."""
+def bundled(
+    records: list[ConsumerRecord], passed_over: PassedOver, most: int = BUNDLE_MAX_RECORDS
+) -> list[ConsumerRecord]:
+    """One partition's fetched records as faust is to see them: the first record of every
+    `most`, whose value is the bundle of the records the fold reads among them; the next one if
+    the first is at offset 0 (faust notes no gap after offset 0); and the last one. Those two
+    carry an empty bundle."""
     if not records:
         return records
-    end = records[-1].offset + 1
-    read = tuple(r for r in records if not passed_over(r.headers))
-    handed = [dataclasses.replace(records[0], value=Bundle(read, end))]
-    empty = Bundle((), end)
-    if records[0].offset == 0 and len(records) > 1:
-        handed.append(dataclasses.replace(records[1], value=empty))
-    if len(records) > len(handed):
-        handed.append(dataclasses.replace(records[-1], value=empty))
+    handed = []
+    for start in range(0, len(records), most):
+        chunk = records[start : start + most]
+        read = tuple(r for r in chunk if not passed_over(r.headers))
+        handed.append(dataclasses.replace(chunk[0], value=Bundle(read, chunk[-1].offset + 1)))
+        if start == 0 and records[0].offset == 0 and len(records) > 1 and most > 1:
+            after = records[1]
+            handed.append(dataclasses.replace(after, value=Bundle((), chunk[-1].offset + 1)))
+    last = records[-1]
+    if handed[-1].offset != last.offset:
+        handed.append(dataclasses.replace(last, value=Bundle((), last.offset + 1)))
     return handed
 
 

@@ -17,7 +17,7 @@ from faust.types import TP
 from analytics_service.fold import FOLDED, Fold, passed_over
 from analytics_service.settings import Settings
 from analytics_service.stream import AnalyticsStream
-from analytics_service.transport import Bundle, bundled
+from analytics_service.transport import BUFFERED_BUNDLES, Bundle, bundled
 from events.contracts import (
     OrderPlaced,
     OrderStatusChanged,
@@ -138,6 +138,39 @@ def test_the_consumer_thread_hands_faust_a_bundle_per_partition_and_fetch() -> N
     assert bundled([], passed_over) == []
 
 
+def test_a_bundle_covers_a_bounded_number_of_fetched_records() -> None:
+    """So what faust buffers (a bounded number of bundles) stays bounded in records."""
+    folded = wire(placed(T0), T0)[1]
+    skipped = wire(status_changed(), T0)[1]
+    kinds = [folded, skipped, skipped, folded, folded, skipped, skipped]
+    later = [record(100 + i, headers) for i, headers in enumerate(kinds)]
+    assert offsets(bundled(later, passed_over, most=3)) == [
+        (100, [100], 103),
+        (103, [103, 104], 106),
+        (106, [], 107),
+    ]
+    assert offsets(bundled(later[:6], passed_over, most=3)) == [
+        (100, [100], 103),
+        (103, [103, 104], 106),
+        (105, [], 106),
+    ]
+    start = [record(i, headers) for i, headers in enumerate(kinds)]
+    assert offsets(bundled(start, passed_over, most=3)) == [
+        (0, [0], 3),
+        (1, [], 3),
+        (3, [3, 4], 6),
+        (6, [], 7),
+    ]
+    assert offsets(bundled(start[:2], passed_over, most=1)) == [(0, [0], 1), (1, [], 2)]
+    # every record the fold reads is in exactly one bundle, at or after the record carrying it
+    for most in range(1, 9):
+        handed = bundled(later, passed_over, most=most)
+        carried = [(h.offset, r.offset) for h in handed for r in h.value.records]
+        assert sorted(r for _, r in carried) == [100, 103, 104]
+        assert all(h <= r for h, r in carried)
+        assert handed[-1].offset == 106
+
+
 async def test_the_workers_consumer_thread_bundles_the_source_topics_not_the_changelogs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +200,7 @@ async def test_the_workers_consumer_thread_bundles_the_source_topics_not_the_cha
     event = await topic.decode(app.consumer._to_message(source, got[source][0]))
     assert isinstance(event.value, Bundle)
     assert event.value is got[source][0].value
+    assert topic.maxsize == BUFFERED_BUNDLES
 
 
 def test_read_to_moves_the_position_past_what_was_passed_over() -> None:
