@@ -5,8 +5,9 @@ figure there also carries whatever backlog the saga left it on a busy machine. T
 fold: a stack of its own (Kafka, PostgreSQL) on --port-base, analytics_service alone, and
 synthetic orders (OrderPlaced, PaymentAuthorized, OrderConfirmed, occurring now) produced straight
 to the event topics in --rounds rounds. After each round it waits until analytics has folded every
-record (its /api/positions) and prints the resident memory: state kept per order in the heap
-grows with every round; state on disk levels off.
+record (its /api/positions) and prints the resident memory (state kept per order in the heap
+grows with every round; state on disk levels off), and the CPU time analytics used for the round
+per order (its threads included).
 """
 
 from __future__ import annotations
@@ -114,15 +115,22 @@ async def measure(args: argparse.Namespace, stack: LocalStack, sup: ServiceSuper
     rng = random.Random(8)
     url = sup.url("analytics")
     each = args.orders // args.rounds
-    print(f"{'orders':>9} {'rss MiB':>8} {'fold s':>7} RocksDB MiB (cache, memtables)", flush=True)
-    print(f"{0:>9} {process.memory_info().rss / 2**20:>8.1f} {'':>7}", flush=True)
+    print(
+        f"{'orders':>9} {'rss MiB':>8} {'fold s':>7} {'cpu ms/order':>12} "
+        "RocksDB MiB (cache, memtables)",
+        flush=True,
+    )
+    print(f"{0:>9} {process.memory_info().rss / 2**20:>8.1f} {'':>7} {'':>12}", flush=True)
     ends: dict[str, int] = {}
     for k in range(1, args.rounds + 1):
+        cpu = process.cpu_times()
         ends |= await produce(stack.kafka.bootstrap, each, rng)
         took = await folded(url, ends, args.timeout_s)
+        after = process.cpu_times()
+        per_order = (after.user + after.system - cpu.user - cpu.system) * 1000 / each
         rss = process.memory_info().rss / 2**20
         rocks = await rocksdb_mib(url)
-        print(f"{k * each:>9} {rss:>8.1f} {took:>7.1f} {rocks}", flush=True)
+        print(f"{k * each:>9} {rss:>8.1f} {took:>7.1f} {per_order:>12.3f} {rocks}", flush=True)
 
 
 def main() -> None:
