@@ -24,9 +24,21 @@ class Settings(ServiceSettings):
     retention_h: int = Field(default=25, ge=1, description="How long per-minute windows are kept.")
     push_interval_ms: int = Field(default=500, ge=50, description="Dashboard update cadence.")
     commit_interval_s: float = Field(default=1.0, gt=0)
-    fold_batch_max: int = Field(default=1000, ge=1, description="Events folded per batch, at most.")
+    fold_batch_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Bundles (what one partition's fetch holds for the fold) folded per batch, "
+        "at most.",
+    )
     fold_batch_ms: int = Field(
         default=50, ge=1, description="How long a batch waits for more events (freshness cost)."
+    )
+    table_flush_ms: int = Field(
+        default=1000,
+        ge=10,
+        description="How long the tables' writes wait in memory: an order's updates within it "
+        "reach the changelog as one record. Events are acknowledged (their offsets committed) "
+        "only after the flush, so a crash re-reads at most this much more.",
     )
     fetch_max_wait_ms: int = Field(
         default=100,

@@ -78,6 +78,8 @@ class AnalyticsStream:
         self.app: Any = None
         self._lock: IO[bytes] | None = None
         self._behind: dict[str, WriteBehind] = {}
+        # events folded whose table writes wait for the next flush (unacknowledged till then)
+        self._held: list[Any] = []
 
     @property
     def local_dir(self) -> Path:
@@ -144,22 +146,39 @@ class AnalyticsStream:
         )
 
         # Fetches are folded in batches (up to fold_batch_max, or what came within
-        # fold_batch_ms): each table key a batch changed is written once, one changelog record
-        # instead of one per event. The batch is acknowledged after its writes.
+        # fold_batch_ms), into the aggregates at once. The tables' writes wait in memory for
+        # the next flush (every table_flush_ms), which writes each key they changed once, one
+        # changelog record for all of an order's updates since the last. An event is
+        # acknowledged (so its offset may be committed) only after that flush: it is held by
+        # one more reference than the stream's own, let go by `flush_tables`.
         async def fold(stream: Any) -> None:
             async for events in stream.take_events(s.fold_batch_max, s.fold_batch_ms / 1000):
                 for event in events:
-                    bundle: Bundle = event.value
-                    for r in bundle.records:
-                        self.apply(r.topic, r.partition, r.offset, r.value, r.headers)
-                    m = event.message
-                    self.fold.read_to(m.topic, m.partition, bundle.end)
-                written = sum(table.flush() for table in behind.values())
-                CHANGELOG_WRITES.inc(written)
+                    self.fold_event(event)
 
         app.agent(source, name="analytics-fold")(fold)
         self.app = app
         return app
+
+    def fold_event(self, event: Any) -> None:
+        """Fold the records of an event's bundle, and hold the event unacknowledged (one
+        reference more than the stream's) until `flush_tables` has written what they changed."""
+        bundle: Bundle = event.value
+        for r in bundle.records:
+            self.apply(r.topic, r.partition, r.offset, r.value, r.headers)
+        m = event.message
+        self.fold.read_to(m.topic, m.partition, bundle.end)
+        m.incref()
+        self._held.append(event)
+
+    def flush_tables(self) -> None:
+        """Write what the fold changed to the tables (each key once, one changelog record),
+        then acknowledge the events it came from."""
+        written = sum(table.flush() for table in self._behind.values())
+        CHANGELOG_WRITES.inc(written)
+        held, self._held = self._held, []
+        for event in held:
+            event.ack()
 
     def _forget_cached(self, *_: Any, **__: Any) -> None:
         """The tables may have changed under their caches (recovered, or partitions moved)."""
@@ -264,14 +283,30 @@ class AnalyticsStream:
         try:
             await app.start()
             log.info("analytics stream started", app_id=self.settings.app_id)
+            # not a faust timer: faust stops those first, then waits for every event to be
+            # acknowledged (on a rebalance too), which needs the flushes to go on
+            flusher = asyncio.create_task(self._flush_every(s.table_flush_ms / 1000))
             try:
                 while not stopping.is_set():
                     self.fold.prune(int(time.time() * 1000), self.settings.retention_h)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stopping.wait(), 60)
             finally:
-                await app.stop()
+                try:
+                    await app.stop()
+                finally:
+                    flusher.cancel()
                 log.info("analytics stream stopped")
             clean = not app.crashed
         finally:
             self.release_local_state(clean)
+
+    async def _flush_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.flush_tables()
+            except Exception as exc:  # the agent would have crashed the app: so does this
+                log.exception("analytics table flush failed")
+                await self.app.crash(exc)
+                return
