@@ -41,10 +41,10 @@ so a commit costs what it did when every record went through.
 Even so, each record faust handed on cost the service's loop some 100 µs of faust's machinery
 (the drain loop's wait on each delivery, the conductor, the channel, the take buffer, the
 acknowledgement): more than the fold of it. So the thread hands faust one record per partition
-and fetch, whose value is a `Bundle` of all the records of that fetch the fold reads, and the
-agent folds the bundle's records one by one. faust still sees the last record of each
-partition's fetch (an empty bundle) and, after a record at offset 0, the next one, for its
-commit bookkeeping as before.
+and fetch (one per BUNDLE_MAX_RECORDS fetched, below), whose value is a `Bundle` of the records
+of that fetch the fold reads, and the agent folds the bundle's records one by one. faust still
+sees the last record of each partition's fetch (an empty bundle) and, after a record at offset
+0, the next one, for its commit bookkeeping as before.
 
 Why a commit cannot pass a record before it is folded: the bundle rides on the *first* record of
 the partition's fetch, at or before every record it carries. The offsets after it are
