@@ -49,15 +49,18 @@ sees the last record of each partition's fetch (an empty bundle) and, after a re
 Why a commit cannot pass a record before it is folded: the bundle rides on the *first* record of
 the partition's fetch, at or before every record it carries. The offsets after it are
 acknowledged as a gap when the fetch's last record reaches faust, possibly before the agent has
-folded the bundle, but faust commits only up to the first offset not acknowledged, and the
-bundle's own offset is acknowledged only after the agent's batch holding it was folded and its
-table writes made.
+folded the bundle, but a commit stops short of the first record handed on and not acknowledged,
+and the bundle's own offset is acknowledged only after the agent's batch holding it was folded
+and its table writes made. That stop is the consumer's own (`committable`): faust's commit
+arithmetic lets one unacknowledged offset through at the committed position (and any before a
+first commit), which is exactly where a fetch's bundle sits. A worker killed after such a commit
+and before the flush lost the bundle; CI's integration tests caught it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiokafka
@@ -77,6 +80,11 @@ HANDED_ON = Counter(
     "faust's commit bookkeeping).",
 )
 
+COMMIT_ROUNDS = Counter(
+    "analytics_commit_rounds_total",
+    "Times the worker looked for offsets it may commit (once a commit interval, when any "
+    "record was acknowledged).",
+)
 
 # A bundle covers at most this many fetched records, and the agent's channel holds at most
 # BUFFERED_BUNDLES: faust bounds what it buffers by messages, and a bundle is one message. Without
@@ -131,6 +139,27 @@ class BundleSchema(faust.Schema[Any, Any]):
         return message.value
 
 
+def committable(acked: list[int], index: set[int], floor: int | None) -> int | None:
+    """The offset to commit after `acked` (a partition's acknowledged offsets, and their set
+    `index`): the end of the run of consecutive offsets it begins with, short of `floor` (the
+    lowest offset handed on and not acknowledged). The run is taken out of both; None when
+    there is none."""
+    if not acked:
+        return None
+    acked.sort()
+    end = acked[0]
+    for offset in acked:
+        if offset != end or (floor is not None and offset >= floor):
+            break
+        end += 1
+    taken = end - acked[0]
+    if not taken:
+        return None
+    index.difference_update(acked[:taken])
+    del acked[:taken]
+    return end
+
+
 def transport_class(
     fetch_max_wait_ms: int,
     bundled_topics: Collection[str],
@@ -183,6 +212,30 @@ def transport_class(
                 fresh = [o for o in range(start, offset_to) if o not in index]
                 index.update(fresh)
                 self._acked[tp].extend(fresh)
+
+        def _filter_committable_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
+            """The offset to commit for each of `tps` that has one: the end of its run of
+            acknowledged offsets, stopped short of any record handed on and not acknowledged.
+
+            faust's own (`_new_offset`) stops only when the first acknowledged offset is *more
+            than one* past the committed offset, which is the next record to read, not the last
+            one read (and, before a first commit, never). With that record unacknowledged (a
+            bundle, held until the tables' flush) and the records after it acknowledged (a
+            gap), faust committed past the bundle, and a worker killed before the flush lost
+            it. The floor here is the records handed on and not acknowledged yet, as faust
+            tracks them for a clean stop: offsets never handed on (a gap, a transaction's
+            marker) do not hold a commit back."""
+            COMMIT_ROUNDS.inc()
+            floors: dict[Any, int] = {}
+            for m in list(self._unacked_messages):
+                if not m.acked and m.offset < floors.get(m.tp, m.offset + 1):
+                    floors[m.tp] = m.offset
+            out = {}
+            for tp in tps:
+                offset = committable(self._acked[tp], self._acked_index[tp], floors.get(tp))
+                if offset is not None and self._should_commit(tp, offset):
+                    out[tp] = offset
+            return out
 
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
             thread = FetchWaitConsumerThread(

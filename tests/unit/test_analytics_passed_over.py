@@ -17,7 +17,7 @@ from faust.types import TP
 from analytics_service.fold import FOLDED, Fold, passed_over
 from analytics_service.settings import Settings
 from analytics_service.stream import AnalyticsStream
-from analytics_service.transport import BUFFERED_BUNDLES, Bundle, bundled
+from analytics_service.transport import BUFFERED_BUNDLES, Bundle, bundled, committable
 from events.contracts import (
     OrderPlaced,
     OrderStatusChanged,
@@ -216,8 +216,8 @@ async def test_faust_commits_past_the_dropped_offsets_from_the_start_and_after_a
     tmp_path: Path,
 ) -> None:
     """The drain loop calls _add_gap(tp, last read + 1, offset read) when offsets jump; the
-    worker's consumer acknowledges the gap's offsets at once, and faust's own commit arithmetic
-    (_new_offset) then moves past them."""
+    worker's consumer acknowledges the gap's offsets at once, and its commit arithmetic then
+    moves past them."""
     app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
     consumer = app.consumer
     tp = TP(ORDER_EVENTS, 0)
@@ -226,20 +226,72 @@ async def test_faust_commits_past_the_dropped_offsets_from_the_start_and_after_a
         consumer._acked_index[tp].add(offset)
         consumer._acked[tp].append(offset)
 
+    def new_offset() -> int | None:
+        offsets: dict[TP, int] = consumer._filter_committable_offsets([tp])
+        return offsets.get(tp)
+
     try:
         for offset in (0, 1):  # never dropped
             read(offset)
         await consumer._add_gap(tp, 2, 5)  # 2, 3 and 4 dropped; 5 read
         read(5)
-        assert consumer._new_offset(tp) == 6
+        assert new_offset() == 6
         consumer._committed_offset[tp] = 6
         await consumer._add_gap(tp, 7, 9)  # after a seek to 6: 6, 7 and 8 dropped
         read(9)
         await consumer._add_gap(tp, 10, 12)
-        assert consumer._new_offset(tp) == 12  # 10 and 11 dropped, 12 not read yet
+        assert new_offset() == 12  # 10 and 11 dropped, 12 not read yet
         consumer._committed_offset[tp] = 12
         read(12)
-        assert consumer._new_offset(tp) == 13
+        assert new_offset() == 13
         assert not consumer._gap[tp]  # faust's interval tree is not used
+    finally:
+        app.consumer._thread.thread_loop.close()
+
+
+def test_committable_is_the_run_of_acknowledged_offsets_short_of_the_floor() -> None:
+    acked, index = [7, 5, 6, 9], {5, 6, 7, 9}
+    assert committable(acked, index, None) == 8
+    assert (acked, index) == ([9], {9})
+    acked, index = [5, 6, 7, 8], {5, 6, 7, 8}
+    assert committable(acked, index, 7) == 7  # 7 was handed on and is not acknowledged
+    assert (acked, index) == ([7, 8], {7, 8})
+    assert committable(acked, index, 4) is None  # nothing acknowledged before the floor
+    assert committable([], set(), None) is None
+
+
+@pytest.mark.parametrize("committed", [None, 40])
+async def test_a_held_bundle_holds_the_commit_back_whatever_is_acknowledged_after_it(
+    tmp_path: Path, committed: int | None
+) -> None:
+    """The agent holds a bundle's record (its first fetched offset) until the tables' flush,
+    while the offsets after it are acknowledged as a gap when the fetch's last record arrives.
+    faust's own arithmetic committed past a bundle at the committed offset (it allows one
+    unacknowledged offset there), and before a first commit past any: a worker killed before
+    the flush then lost the bundle's records. Nothing is committed past it here until it is
+    acknowledged."""
+    app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
+    consumer = app.consumer
+    tp = TP(ORDER_EVENTS, 0)
+    first = 0 if committed is None else committed
+    consumer._committed_offset[tp] = committed
+    read = first + 1 if committed is None else first  # faust's read offset after the seek
+    app.topics._acking_topics.add(ORDER_EVENTS)  # as the conductor does once started
+    try:
+        held = []
+        for offset in (first, first + 1, first + 9) if committed is None else (first, first + 9):
+            message = consumer._to_message(tp, record(offset, []))
+            if offset - read > 1 and read:
+                await consumer._add_gap(tp, read + 1, offset)
+            consumer.track_message(message)  # as the conductor does, on its way to the agent
+            held.append(message)
+            read = offset
+        assert consumer._acked[tp]  # the gap's offsets are acknowledged
+        assert consumer._filter_committable_offsets([tp]) == {}
+        for message in held[1:]:  # the empty bundles, then the bundle itself
+            message.ack(consumer)
+            assert consumer._filter_committable_offsets([tp]) == {}
+        held[0].ack(consumer)
+        assert consumer._filter_committable_offsets([tp]) == {tp: first + 10}
     finally:
         app.consumer._thread.thread_loop.close()
