@@ -520,7 +520,8 @@ async def test_a_worker_killed_before_its_table_writes_are_flushed_reads_their_e
     try:
         platform.start("analytics")
         platform.wait_ready("analytics", timeout=60)
-        ids = await post_orders(http, products, 40, seed=12)
+        # not products[0], whose stock the browser test needs
+        ids = await post_orders(http, products[1:], 40, seed=12)
         await all_terminal(http, ids)
         await api_matches_recomputation(http, platform.kafka_bootstrap)  # folded, not flushed
         rounds = await commit_rounds(http)
