@@ -56,45 +56,39 @@ def set_fact(facts: Facts | None, name: str, value: list[Any], late: bool = Fals
     return current
 
 
-@dataclass
-class Contribution:
-    """What one order adds: to its minutes (by event time) and to the running totals."""
-
-    minutes: dict[int, Counter[str]] = field(default_factory=dict)
-    totals: Counter[str] = field(default_factory=Counter)
-    latency: tuple[int, int] | None = None  # (minute, placed->confirmed ms)
-
-    def add(self, name: str, ts: int, amount: int, windowed: bool) -> None:
-        self.totals[name] += amount
-        if windowed:
-            self.minutes.setdefault(minute_of(ts), Counter())[name] += amount
+# What one order adds, item by item: (counter, event time, amount, windowed). A windowed item
+# counts in the minute of its time and in the running totals; any other only in the totals.
+Item = tuple[str, int, int, bool]
 
 
-def contribution(facts: Facts | None) -> Contribution:
-    """The figures one order's facts add up to; a pure function of the facts."""
-    out = Contribution()
+def contribution(facts: Facts | None) -> tuple[list[Item], tuple[int, int] | None]:
+    """The figures one order's facts add up to, a pure function of the facts: its items, and
+    its latency (the minute it was confirmed in, placed -> confirmed ms) if it counts one."""
+    items: list[Item] = []
     if not facts:
-        return out
-    late = set(facts.get("late", ()))
+        return items, None
+    late = facts.get("late", ())
     for name in WINDOWED_FACTS:
         if name in facts:
-            out.add(name, facts[name][0], 1, name not in late)
+            items.append((name, facts[name][0], 1, name not in late))
+    latency = None
     if "confirmed" in facts:
         ts, currency, total = facts["confirmed"]
         windowed = "confirmed" not in late
-        out.add(f"revenue:{currency}", ts, total, windowed)
+        items.append((f"revenue:{currency}", ts, total, windowed))
         if "placed" in facts:
             for sku, qty, unit_price in facts["placed"][3]:
-                out.add(f"units:{sku}", ts, qty, windowed)
-                out.add(f"sku_revenue:{sku}:{currency}", ts, qty * unit_price, windowed)
+                items.append((f"units:{sku}", ts, qty, windowed))
+                items.append((f"sku_revenue:{sku}:{currency}", ts, qty * unit_price, windowed))
             if windowed:
-                out.latency = (minute_of(ts), ts - facts["placed"][0])
+                latency = (minute_of(ts), ts - facts["placed"][0])
     if "cancelled" in facts and facts["cancelled"][1] and "confirmed" in facts:
         ts = facts["cancelled"][0]
         _, currency, total = facts["confirmed"]
-        out.add("refunded", ts, 1, "cancelled" not in late)
-        out.add(f"refunds:{currency}", ts, total, "cancelled" not in late)
-    return out
+        windowed = "cancelled" not in late
+        items.append(("refunded", ts, 1, windowed))
+        items.append((f"refunds:{currency}", ts, total, windowed))
+    return items, latency
 
 
 # Latencies are counted per minute in buckets, not kept one by one (a list per minute for the
@@ -221,8 +215,8 @@ class Aggregates:
 
     def replace(self, old: Facts | None, new: Facts | None) -> None:
         """An order's facts changed from old to new."""
-        self._apply(contribution(old), -1)
-        self._apply(contribution(new), +1)
+        self._apply(old, -1)
+        self._apply(new, +1)
         self.version += 1
 
     def rebuild(self, all_facts: Iterable[Facts]) -> None:
@@ -230,18 +224,24 @@ class Aggregates:
         self.latencies.clear()
         self.totals.clear()
         for facts in all_facts:
-            self._apply(contribution(facts), +1)
+            self._apply(facts, +1)
         self.version += 1
 
-    def _apply(self, c: Contribution, sign: int) -> None:
-        self.totals.update({k: sign * v for k, v in c.totals.items()})
-        for minute, counts in c.minutes.items():
-            if minute < self.horizon:
-                continue
-            bucket = self.minutes.setdefault(minute, Counter())
-            bucket.update({k: sign * v for k, v in counts.items()})
-        if c.latency is not None and c.latency[0] >= self.horizon:
-            minute, ms = c.latency
+    def _apply(self, facts: Facts | None, sign: int) -> None:
+        """Add (sign +1) or take away (-1) what an order's facts contribute."""
+        items, latency = contribution(facts)
+        totals, minutes, horizon = self.totals, self.minutes, self.horizon
+        for name, ts, amount, windowed in items:
+            totals[name] += sign * amount
+            if windowed:
+                minute = ts - ts % MINUTE_MS
+                if minute >= horizon:
+                    bucket = minutes.get(minute)
+                    if bucket is None:
+                        bucket = minutes[minute] = Counter()
+                    bucket[name] += sign * amount
+        if latency is not None and latency[0] >= horizon:
+            minute, ms = latency
             histogram = self.latencies.setdefault(minute, Counter())
             value = latency_bucket(ms)
             histogram[value] += sign

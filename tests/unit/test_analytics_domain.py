@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from analytics_service.domain import (
     low_stock_after_level,
     low_stock_detected,
     percentile,
+    set_fact,
 )
 from analytics_service.handlers import ORDER_HANDLERS
 from events.contracts import (
@@ -255,3 +257,42 @@ def test_a_low_stock_alert_clears_once_available_reaches_the_threshold() -> None
     assert lower == {"available": 1, "threshold": 5, "since": T0}
     assert low_stock_after_level(lower, 5) is None
     assert low_stock_after_level(None, 0) is None
+
+
+def test_facts_changed_one_by_one_in_any_order_add_up_to_a_rebuild_from_the_last_facts() -> None:
+    """`replace` takes an order's old contribution away and adds its new one, item by item:
+    after a few thousand changes of every kind of fact (late ones, refunds, several lines and
+    currencies, in any order), the figures are those of a rebuild from the orders' last facts."""
+    rnd = random.Random(7)
+    live = Aggregates()
+    orders: dict[int, Facts | None] = {}
+    for i in range(600):
+        t = T0 + rnd.randrange(20 * MINUTE_MS)
+        currency = rnd.choice(["USD", "EUR"])
+        bought = [(rnd.randrange(8), rnd.randrange(1, 4), rnd.randrange(100, 900)) for _ in "ab"]
+        lines = [[f"S-{sku}", qty, price] for sku, qty, price in bought]
+        total = sum(qty * price for _, qty, price in bought)
+        facts: list[tuple[str, list[Any]]] = [
+            ("placed", [t, currency, total, lines]),
+            ("authorized", [t + 10]),
+            ("confirmed", [t + rnd.randrange(50, 5_000), currency, total]),
+            ("cancelled", [t + 9_000, rnd.random() < 0.5]),
+            ("declined", [t + 20]),
+            ("stock_rejected", [t + 5]),
+        ]
+        rnd.shuffle(facts)
+        for name, value in facts[: rnd.randrange(1, len(facts) + 1)]:
+            new = set_fact(orders.get(i), name, value, late=rnd.random() < 0.1)
+            if new is not None:
+                live.replace(orders.get(i), new)
+                orders[i] = new
+    rebuilt = Aggregates()
+    rebuilt.rebuild(f for f in orders.values() if f)
+    assert live.windows(1) == rebuilt.windows(1)
+    assert live.windows(5) == rebuilt.windows(5)
+    assert live.totals_figures() == rebuilt.totals_figures()
+    assert {m: +h for m, h in live.latencies.items()} == {
+        m: +h for m, h in rebuilt.latencies.items()
+    }
+    assert live.totals["refunded"] > 0
+    assert live.totals["confirmed"] > 0
