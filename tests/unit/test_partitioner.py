@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import uuid
+from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from events.kit.partitioner import CachedPartitioner
+from events.kit.partitioner import CachedPartitioner, murmur2
 from events.kit.producer import make_producer
 
 
@@ -38,3 +40,34 @@ async def test_the_kits_producers_use_it_unless_told_otherwise() -> None:
     assert isinstance(producer._partitioner, CachedPartitioner)
     mine = DefaultPartitioner()
     assert make_producer("127.0.0.1:9", client_id="unit", partitioner=mine)._partitioner is mine
+
+
+def test_murmur2_is_aiokafkas_for_keys_of_every_length_and_byte() -> None:
+    rng = random.Random(11)
+    for length in range(130):
+        for _ in range(12):
+            key = rng.randbytes(length)
+            assert murmur2(key) == aiokafka_murmur2(key), key
+    for key in (bytes(range(256)), b"\xff" * 67, b"\x00" * 9):
+        assert murmur2(key) == aiokafka_murmur2(key)
+
+
+def test_without_a_cache_it_still_places_keys_as_the_default_partitioner() -> None:
+    uncached = CachedPartitioner(maxsize=0)
+    default = DefaultPartitioner()
+    for key in (b"", b"a", b"order-1", str(uuid.uuid4()).encode()):
+        assert uncached(key, list(range(12)), []) == default(key, list(range(12)), [])
+    assert uncached.cache_info().currsize == 0
+
+
+def test_analytics_changelog_producer_places_keys_with_it_uncached(tmp_path: Path) -> None:
+    from analytics_service.settings import Settings
+    from analytics_service.stream import AnalyticsStream
+
+    app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
+    try:
+        partitioner = app.producer.partitioner
+        assert isinstance(partitioner, CachedPartitioner)
+        assert partitioner._hash is murmur2
+    finally:
+        app.consumer._thread.thread_loop.close()
