@@ -52,22 +52,23 @@ def test_murmur2_is_aiokafkas_for_keys_of_every_length_and_byte() -> None:
         assert murmur2(key) == aiokafka_murmur2(key)
 
 
-def test_without_a_cache_it_still_places_keys_as_the_default_partitioner() -> None:
-    uncached = CachedPartitioner(maxsize=0)
-    default = DefaultPartitioner()
-    for key in (b"", b"a", b"order-1", str(uuid.uuid4()).encode()):
-        assert uncached(key, list(range(12)), []) == default(key, list(range(12)), [])
-    assert uncached.cache_info().currsize == 0
-
-
-def test_analytics_changelog_producer_places_keys_with_it_uncached(tmp_path: Path) -> None:
+def test_analytics_places_changelog_records_and_table_keys_as_the_default_partitioner(
+    tmp_path: Path,
+) -> None:
     from analytics_service.settings import Settings
     from analytics_service.stream import AnalyticsStream
+    from analytics_service.tablestore import changelog_partitioner, key_partition
 
     app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
     try:
-        partitioner = app.producer.partitioner
-        assert isinstance(partitioner, CachedPartitioner)
-        assert partitioner._hash is murmur2
+        assert app.producer.partitioner is changelog_partitioner
     finally:
         app.consumer._thread.thread_loop.close()
+    default = DefaultPartitioner()
+    rng = random.Random(5)
+    keys = [f'"{uuid.UUID(int=rng.getrandbits(128))}"'.encode() for _ in range(300)]
+    for key in [*keys, b'"order.events/3"', b"", bytes(range(256))]:
+        for n in (1, 6, 12):
+            expected = default(key, list(range(n)), [])
+            assert changelog_partitioner(key, list(range(n)), []) == expected
+            assert key_partition(key, n) == expected
