@@ -21,7 +21,6 @@ the folder is kept). Two changes, both to faust's `stores.rocksdb` classes:
 from __future__ import annotations
 
 import functools
-import random
 from typing import Any
 
 import faust
@@ -29,7 +28,7 @@ import rocksdict
 from faust.stores import rocksdb
 
 from analytics_service.settings import Settings
-from events.kit.partitioner import murmur2
+from events.kit import partitioner
 
 MIB = 1024 * 1024
 
@@ -66,22 +65,12 @@ class BoundedOptions(rocksdb.RocksDBOptions):
         return options
 
 
-@functools.lru_cache(maxsize=16_384)
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner puts a key's record on (murmur2 of the key, its
-    sign bit cleared, modulo the partition count), kept for the recently used keys: an order's
-    facts are read, written and sent to the changelog within a second, one hash for the three."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+# Each key's partition, kept for the recently used keys: an order's facts are read, written and
+# sent to the changelog within a second, one hash for the three.
+key_partition = functools.lru_cache(maxsize=16_384)(partitioner.key_partition)
 
-
-def changelog_partitioner(
-    key: bytes | None, all_partitions: list[int], available: list[int]
-) -> int:
-    """The changelog producer's partitioner: Kafka's default placement, through `key_partition`
-    (so the store's reads and writes and the changelog record share one hash of each key)."""
-    if key is None:  # as the default one: any available partition
-        return random.choice(available or all_partitions)
-    return all_partitions[key_partition(key, len(all_partitions))]
+# The changelog producer's partitioner: Kafka's default placement, through the same cache.
+changelog_partitioner = partitioner.KeyPartitioner(key_partition)
 
 
 class Store(rocksdb.Store):
