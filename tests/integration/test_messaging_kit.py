@@ -21,10 +21,13 @@ from aiokafka.structs import TopicPartition
 
 from events.envelope import decode_envelope, encode, wrap
 from events.kit import db, outbox
+from events.kit.admin import ensure_topics
 from events.kit.inbox import HandlerContext, InboxConsumer, Writes
 from events.kit.outbox import OutboxRelay
+from events.kit.partitioner import key_partition
 from events.kit.producer import make_producer
 from events.kit.settings import ServiceSettings
+from events.topics import TopicSpec
 from tests.integration.kit_support import (
     CREATE_APPLIED,
     KitTypes,
@@ -972,3 +975,43 @@ async def test_a_consumer_whose_fetch_routine_died_of_a_closed_connection_is_rep
 
 async def _done(future: Any) -> bool:
     return bool(future.done())
+
+
+async def test_the_relay_puts_each_row_where_a_send_would_in_row_order_over_full_batches(
+    stack: Any, producer: AIOKafkaProducer
+) -> None:
+    """The relay hands Kafka a record batch per partition, not a send per row. Each record must
+    still land on its key's partition (Kafka's default partitioner, as every producer of the kit
+    places keys), in the rows' order, once; and rows of one partition over a batch's 256 KiB go
+    out in several batches, still in order."""
+    topic = f"kit.relay.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, "event", 3)])
+    keys = [str(uuid.uuid4()).encode() for _ in range(7)]
+    # row i: key i % 7; the first key's rows are 60 KiB each, ten of them: over two batches
+    rows = [
+        (keys[i % 7], (b"%05d:" % i) + b"x" * (60_000 if i % 7 == 0 else 100)) for i in range(70)
+    ]
+    async with own_database(stack, "kit_relay_batches", max_size=2) as pool:
+        await pool.executemany(
+            "INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
+            [
+                (
+                    uuid.uuid4(),
+                    topic,
+                    key,
+                    value,
+                    orjson.dumps([["n", value[:5].decode()]]).decode(),
+                )
+                for key, value in rows
+            ],
+        )
+        relay = OutboxRelay(pool, producer, service="kitbatches", poll_interval_s=60)
+        assert await relay.publish_batch() == len(rows)
+    records = await read_to_end(stack.kafka_bootstrap, topic, 3)
+    assert sorted(r.value for r in records) == sorted(v for _, v in rows)  # each once
+    for r in records:
+        assert r.partition == key_partition(r.key, 3), r.key
+        assert dict(r.headers) == {"n": r.value[:5]}
+    for key in keys:
+        sent = [v for k, v in rows if k == key]
+        assert [r.value for r in sorted(records, key=lambda r: r.offset) if r.key == key] == sent
