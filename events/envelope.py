@@ -204,10 +204,18 @@ def _typed_envelopes(registry: Registry) -> TypeAdapter[_TypedEnvelope] | None:
 
 def headers_for(envelope: Envelope) -> list[tuple[str, bytes]]:
     """Copies of the routing fields as Kafka headers, so tools can filter without parsing JSON."""
+    return headers_of(envelope.event_id, envelope.type, envelope.correlation_id)
+
+
+def headers_of(
+    event_id: uuid.UUID, event_type: str, correlation_id: str
+) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an envelope with these fields (`headers_for`), as the outbox relay
+    makes them from the columns it keeps them in."""
     return [
-        ("event_id", str(envelope.event_id).encode()),
-        ("event_type", envelope.type.encode()),
-        ("correlation_id", envelope.correlation_id.encode()),
+        ("event_id", str(event_id).encode()),
+        ("event_type", event_type.encode()),
+        ("correlation_id", correlation_id.encode()),
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from events.contracts import OrderStatus, ProductUpserted, StockLine
+from events.kit import outbox
 from events.kit.db import Conn
 from events.kit.inbox import Writes
 from events.messages import Money
@@ -57,7 +58,7 @@ saved AS (
 # A batch of placements in one statement: the orders, their first timeline entries, the answers
 # kept for their Idempotency-Keys, their events in the outbox (in order) and the relay's wake-up.
 # The timeline's foreign key is checked at the end of the statement, after the orders' insert.
-PLACE_ORDERS = """
+PLACE_ORDERS = f"""
 WITH placed AS (
     INSERT INTO orders
         (order_id, customer_id, status, lines, total_amount, currency, payment_token, deadline)
@@ -71,10 +72,9 @@ WITH placed AS (
     INSERT INTO idempotency_keys (customer_id, key, request_hash, status_code, response)
     SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::jsonb[])
 ), sent AS (
-    INSERT INTO outbox (event_id, topic, key, value, headers)
-    SELECT * FROM unnest($14::uuid[], $15::text[], $16::bytea[], $17::bytea[], $18::jsonb[])
+    {outbox.insert_rows(14)}
 )
-SELECT pg_notify($19, '') WHERE $19 <> ''
+SELECT pg_notify($20, '') WHERE $20 <> ''
 """
 SELECT_TIMELINE = """
 SELECT id, status, note, at FROM order_timeline WHERE order_id = $1 AND id > $2 ORDER BY id

@@ -69,18 +69,16 @@ def last_statement(unit_writes: str = "", unit_params: int = 0) -> str:
     parameters from $1, see `Writes`), the batch's event ids in the inbox, its outbox rows and
     the relay's wake-up. An event id recorded before (a redelivery) fails it: the batch is then
     applied again with the inbox consulted first (INSERT_INBOX)."""
-    p = [f"${unit_params + i}" for i in range(1, 12)]
+    p = [f"${unit_params + i}" for i in range(1, 13)]
     unit = f"{unit_writes.strip()},\n" if unit_writes else ""
     return f"""
 WITH {unit}recorded AS (
     INSERT INTO inbox (consumer, event_id, topic, partition, "offset")
     SELECT {p[0]}, * FROM unnest({p[1]}::uuid[], {p[2]}::text[], {p[3]}::int[], {p[4]}::bigint[])
 ), published AS (
-    INSERT INTO outbox (event_id, topic, key, value, headers)
-    SELECT * FROM unnest({p[5]}::uuid[], {p[6]}::text[], {p[7]}::bytea[], {p[8]}::bytea[],
-        {p[9]}::jsonb[])
+    {outbox.insert_rows(unit_params + 6)}
 )
-SELECT pg_notify({p[10]}, '') WHERE cardinality({p[5]}::uuid[]) > 0 AND {p[10]} <> ''
+SELECT pg_notify({p[11]}, '') WHERE cardinality({p[5]}::uuid[]) > 0 AND {p[11]} <> ''
 """
 
 

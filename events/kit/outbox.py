@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from events.envelope import Envelope, encode, headers_for, wrap
+from events.envelope import Envelope, encode, headers_of, wrap
 from events.kit import db, metrics
 from events.kit.db import Conn
 from events.kit.logging import get_logger
@@ -33,17 +32,23 @@ from events.messages import Message
 
 log = get_logger(__name__)
 
-INSERT_OUTBOX = """
-INSERT INTO outbox (event_id, topic, key, value, headers)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
-"""
+
+def insert_rows(first: int) -> str:
+    """The outbox insert of `outbox_columns`' six arrays, numbered from ${first}: a statement of
+    its own, or a CTE of a service's or the inbox's statement."""
+    a, b, c, d, e, f = (f"${first + i}" for i in range(6))
+    return f"""INSERT INTO outbox (event_id, topic, key, value, event_type, correlation_id)
+    SELECT * FROM unnest({a}::uuid[], {b}::text[], {c}::bytea[], {d}::bytea[], {e}::text[],
+        {f}::text[])"""
+
+
+INSERT_OUTBOX = insert_rows(1)
 # The same insert and the relay's wake-up in one statement: one round trip per transaction less.
-INSERT_OUTBOX_NOTIFY = """
+INSERT_OUTBOX_NOTIFY = f"""
 WITH inserted AS (
-    INSERT INTO outbox (event_id, topic, key, value, headers)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
+    {insert_rows(1)}
 )
-SELECT pg_notify($6, '') WHERE $6 <> ''
+SELECT pg_notify($7, '') WHERE $7 <> ''
 """
 # Deleted once acknowledged, not marked: an UPDATE wrote every row (its whole event) a second
 # time, with new entries in each of its indexes, and left it for a purge an hour later. The rows
@@ -51,7 +56,8 @@ SELECT pg_notify($6, '') WHERE $6 <> ''
 # (The statement's snapshot still has them, hence the id filter.)
 SELECT_PENDING = """
 WITH published AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))
-SELECT id, topic, key, value, headers FROM outbox WHERE id <> ALL($1::bigint[]) ORDER BY id LIMIT $2
+SELECT id, topic, key, value, event_id, event_type, correlation_id
+FROM outbox WHERE id <> ALL($1::bigint[]) ORDER BY id LIMIT $2
 """
 DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 COUNT_PENDING = "SELECT count(*) FROM outbox"
@@ -93,18 +99,16 @@ class RelayWakeup:
 
 
 def outbox_columns(outgoing: Sequence[tuple[Message, Envelope]]) -> tuple[list[Any], ...]:
-    """The outbox rows of these envelopes as five column arrays (event_id, topic, key, value,
-    headers), for an `unnest` insert; a statement of a service's own may insert them with its
-    state change (see INSERT_OUTBOX)."""
+    """The outbox rows of these envelopes as six column arrays (event_id, topic, key, value,
+    event_type, correlation_id), for `insert_rows`; a statement of a service's own may insert
+    them with its state change. The last two are the record's headers beside its event id."""
     return (
         [env.event_id for _, env in outgoing],
         [msg.topic for msg, _ in outgoing],
         [msg.partition_key().encode() for msg, _ in outgoing],
         [encode(env) for _, env in outgoing],
-        [
-            orjson.dumps([[k, v.decode()] for k, v in headers_for(env)]).decode()
-            for _, env in outgoing
-        ],
+        [env.type for _, env in outgoing],
+        [env.correlation_id for _, env in outgoing],
     )
 
 
@@ -251,7 +255,7 @@ class OutboxRelay:
             if partitions is None:  # the producer's metadata, as `send` reads it for each row
                 partitions = known[topic] = sorted(await self._producer.partitions_for(topic))
             partition = self._place(key, partitions, partitions)
-            headers = [(k, v.encode()) for k, v in orjson.loads(row["headers"])]
+            headers = headers_of(row["event_id"], row["event_type"], row["correlation_id"])
             value = row["value"]
             batch = batches.get((topic, partition))
             if batch is not None:

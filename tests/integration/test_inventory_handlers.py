@@ -505,8 +505,9 @@ async def test_restock_adds_to_the_units_on_hand_and_keeps_reservations(
 
 async def outbox_events(pool: asyncpg.Pool, event_type: str, order_id: uuid.UUID) -> list[dict]:  # type: ignore[type-arg]
     rows = await pool.fetch(
-        "SELECT value FROM outbox WHERE headers @> $1::jsonb ORDER BY id",
-        orjson.dumps([["event_type", event_type], ["correlation_id", str(order_id)]]).decode(),
+        "SELECT value FROM outbox WHERE event_type = $1 AND correlation_id = $2 ORDER BY id",
+        event_type,
+        str(order_id),
     )
     return [orjson.loads(r["value"]) for r in rows]
 
@@ -686,8 +687,9 @@ async def test_admin_restock_adds_units_and_publishes_stock_level_changed(
     assert created.status_code == added.status_code == 200
     assert added.json()["on_hand"] == 12
     rows = await pool.fetch(
-        "SELECT value FROM outbox WHERE headers @> $1::jsonb ORDER BY id",
-        orjson.dumps([["event_type", "StockLevelChanged"], ["correlation_id", sku]]).decode(),
+        "SELECT value FROM outbox WHERE event_type = $1 AND correlation_id = $2 ORDER BY id",
+        "StockLevelChanged",
+        sku,
     )
     payloads = [orjson.loads(r["value"])["payload"] for r in rows]
     assert [p["on_hand"] for p in payloads] == [5, 12]

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from events.envelope import decode_envelope, encode, wrap
+from events.envelope import Envelope, decode_envelope, encode, headers_for, wrap
 from events.kit import db, outbox
 from events.kit.admin import ensure_topics
 from events.kit.inbox import HandlerContext, InboxConsumer, Writes
@@ -201,6 +201,23 @@ async def test_without_linger_a_relay_batch_still_goes_out_in_one_produce_reques
     assert len(produces) == 1, requests
 
 
+async def insert_as_before(pool: asyncpg.Pool, topic: str, envelopes: list[Envelope]) -> None:
+    """Outbox rows as the kit wrote them before migration 0003: headers in a JSON array."""
+    await pool.executemany(
+        "INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
+        [
+            (
+                env.event_id,
+                topic,
+                env.correlation_id.encode(),
+                encode(env),
+                orjson.dumps([[k, v.decode()] for k, v in headers_for(env)]).decode(),
+            )
+            for env in envelopes
+        ],
+    )
+
+
 async def test_an_outbox_from_before_delete_on_publish_keeps_its_pending_rows_only(
     stack: Any, types: KitTypes, producer: AIOKafkaProducer
 ) -> None:
@@ -215,11 +232,12 @@ async def test_an_outbox_from_before_delete_on_publish_keeps_its_pending_rows_on
             types.ItemAdded(item_id=uuid.uuid4(), n=0),
             types.ItemAdded(item_id=uuid.uuid4(), n=1),
         )
-        async with pool.acquire() as conn, conn.transaction():
-            await outbox.append(conn, [(m, wrap(m, producer="kitup")) for m in (sent, waiting)])
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = (SELECT min(id) FROM outbox)"
-            )
+        await insert_as_before(
+            pool, types.topic, [wrap(m, producer="kitup") for m in (sent, waiting)]
+        )
+        await pool.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = (SELECT min(id) FROM outbox)"
+        )
 
         assert "kit/0002_outbox_pending_only.sql" in await db.apply_migrations(pool)
 
@@ -233,6 +251,48 @@ async def test_an_outbox_from_before_delete_on_publish_keeps_its_pending_rows_on
         assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     finally:
         await pool.close()
+
+
+async def test_rows_pending_when_the_headers_became_columns_go_out_with_the_same_headers(
+    stack: Any, types: KitTypes, producer: AIOKafkaProducer
+) -> None:
+    """Upgrading a database whose outbox kept each row's headers as JSON (kit migration 0001, and
+    0002 applied with 0003): migration 0003 takes the type and the correlation id from each pending row's envelope,
+    and the relay publishes the rows with the headers they would have had."""
+    url = stack.database_url(f"kit_outbox_headers_{uuid.uuid4().hex[:8]}")
+    await db.ensure_database(url)
+    pool = await db.create_pool(url, min_size=1, max_size=2)
+    try:
+        await pool.execute((db.KIT_MIGRATIONS / "0001_kit.sql").read_text())
+        first = types.ItemAdded(item_id=uuid.uuid4(), n=0)
+        envelopes = [
+            wrap(first, producer="kitcols"),
+            # caused by the first: its correlation id is the first's, not its own key
+            wrap(
+                types.ItemAdded(item_id=uuid.uuid4(), n=1),
+                producer="kitcols",
+                causation=wrap(first, producer="kitcols"),
+            ),
+        ]
+        await insert_as_before(pool, types.topic, envelopes)
+
+        assert "kit/0003_outbox_header_columns.sql" in await db.apply_migrations(pool)
+
+        rows = await pool.fetch("SELECT event_type, correlation_id FROM outbox ORDER BY id")
+        assert [(r["event_type"], r["correlation_id"]) for r in rows] == [
+            (e.type, e.correlation_id) for e in envelopes
+        ]
+        relay = OutboxRelay(pool, producer, service="kitcols")
+        assert await relay.publish_batch() == 2
+    finally:
+        await pool.close()
+    ids = {str(e.event_id) for e in envelopes}
+    records = [
+        r
+        for r in await read_to_end(stack.kafka_bootstrap, types.topic, 3)
+        if dict(r.headers).get("event_id", b"").decode() in ids
+    ]
+    assert sorted(list(r.headers) for r in records) == sorted(headers_for(e) for e in envelopes)
 
 
 async def test_a_relay_that_stops_leading_hands_the_lead_to_the_next_over_the_same_pool(
@@ -993,17 +1053,9 @@ async def test_the_relay_puts_each_row_where_a_send_would_in_row_order_over_full
     ]
     async with own_database(stack, "kit_relay_batches", max_size=2) as pool:
         await pool.executemany(
-            "INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
-            [
-                (
-                    uuid.uuid4(),
-                    topic,
-                    key,
-                    value,
-                    orjson.dumps([["n", value[:5].decode()]]).decode(),
-                )
-                for key, value in rows
-            ],
+            "INSERT INTO outbox (event_id, topic, key, value, event_type, correlation_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [(uuid.uuid4(), topic, key, value, "Row", value[:5].decode()) for key, value in rows],
         )
         relay = OutboxRelay(pool, producer, service="kitbatches", poll_interval_s=60)
         assert await relay.publish_batch() == len(rows)
@@ -1011,7 +1063,9 @@ async def test_the_relay_puts_each_row_where_a_send_would_in_row_order_over_full
     assert sorted(r.value for r in records) == sorted(v for _, v in rows)  # each once
     for r in records:
         assert r.partition == key_partition(r.key, 3), r.key
-        assert dict(r.headers) == {"n": r.value[:5]}
+        headers = dict(r.headers)
+        assert (headers["event_type"], headers["correlation_id"]) == (b"Row", r.value[:5])
+        assert uuid.UUID(headers["event_id"].decode())
     for key in keys:
         sent = [v for k, v in rows if k == key]
         assert [r.value for r in sorted(records, key=lambda r: r.offset) if r.key == key] == sent
