@@ -54,13 +54,16 @@ and the bundle's own offset is acknowledged only after the agent's batch holding
 and its table writes made. That stop is the consumer's own (`committable`): faust's commit
 arithmetic lets one unacknowledged offset through at the committed position (and any before a
 first commit), which is exactly where a fetch's bundle sits. A worker killed after such a commit
-and before the flush lost the bundle; CI's integration tests caught it.
+and before the flush lost the bundle; CI's integration tests caught it. And the floor counts a
+record from the moment the consumer hands it on: faust tracks one only when the agent's stream
+takes it from its channel, so a bundle still waiting there (a slow agent) held nothing back while
+the gap after it was committed (`FetchWaitConsumer.getmany`); the same kill lost it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiokafka
@@ -202,6 +205,20 @@ def transport_class(
             return handed
 
     class FetchWaitConsumer(Consumer):
+        async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
+            """faust's, each record tracked as handed on (and not acknowledged) as it is handed
+            to the conductor. faust tracks a record only when the agent's stream takes it from
+            its channel, which may be much later: a bundle still waiting in the channel held
+            nothing back while the gap after it, acknowledged when the fetch's last record came
+            through, was committed past it (the commit's floor below is the tracked records).
+            A worker killed before the flush then lost the bundle."""
+            acking = self.app.topics.acks_enabled_for
+            async for tp, message in super().getmany(timeout):
+                if not message.tracked and acking(message.topic):
+                    message.tracked = True  # the stream then does not track it again
+                    self.track_message(message)
+                yield tp, message
+
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             """Offsets offset_from..offset_to - 1 were not handed on (offset_to, the record
             just read, is acknowledged when the agent is done with it): acknowledged now."""

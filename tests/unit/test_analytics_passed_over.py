@@ -283,7 +283,7 @@ async def test_a_held_bundle_holds_the_commit_back_whatever_is_acknowledged_afte
             message = consumer._to_message(tp, record(offset, []))
             if offset - read > 1 and read:
                 await consumer._add_gap(tp, read + 1, offset)
-            consumer.track_message(message)  # as the conductor does, on its way to the agent
+            consumer.track_message(message)  # as the consumer does as it hands the record on
             held.append(message)
             read = offset
         assert consumer._acked[tp]  # the gap's offsets are acknowledged
@@ -292,6 +292,51 @@ async def test_a_held_bundle_holds_the_commit_back_whatever_is_acknowledged_afte
             message.ack(consumer)
             assert consumer._filter_committable_offsets([tp]) == {}
         held[0].ack(consumer)
+        assert consumer._filter_committable_offsets([tp]) == {tp: first + 10}
+    finally:
+        app.consumer._thread.thread_loop.close()
+
+
+@pytest.mark.parametrize("committed", [None, 40])
+async def test_a_bundle_waiting_in_the_agents_channel_holds_the_commit_back(
+    tmp_path: Path, committed: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust tracks a record as unacknowledged only when the agent's stream takes it from its
+    channel. A bundle still waiting there (a busy or slow agent) while the fetch's last record
+    came through, its gap acknowledged, must hold the commit back all the same: the consumer
+    tracks each record as it hands it on. (Without that, a commit passed the waiting bundle and a
+    worker killed before the flush lost it; CI's analytics tests caught it on a slow machine.)"""
+    app = AnalyticsStream(Settings(data_dir=tmp_path)).build()
+    consumer = app.consumer
+    tp = TP(ORDER_EVENTS, 0)
+    first = 0 if committed is None else committed
+    consumer._committed_offset[tp] = committed
+    app.topics._acking_topics.add(ORDER_EVENTS)  # as the conductor does once started
+    handed = [
+        record(offset, [])
+        for offset in ((first, first + 1, first + 9) if committed is None else (first, first + 9))
+    ]
+
+    async def fetched(timeout: float) -> tuple[dict[TP, list[ConsumerRecord]], set[TP]]:
+        return {tp: handed}, {tp}
+
+    monkeypatch.setattr(consumer, "_wait_next_records", fetched)
+    monkeypatch.setattr(consumer, "highwater", lambda tp: first + 10)
+    try:
+        messages = []
+        read = first + 1 if committed is None else first  # faust's read offset after the seek
+        async for _, message in consumer.getmany(timeout=0):  # as faust's drain loop does
+            if message.offset - read > 1 and read:
+                await consumer._add_gap(tp, read + 1, message.offset)
+            messages.append(message)  # delivered to the channel; the stream has taken none
+            read = message.offset
+        assert [m.offset for m in messages] == [r.offset for r in handed]
+        assert consumer._acked[tp]  # the gap's offsets are acknowledged
+        assert consumer._filter_committable_offsets([tp]) == {}
+        for message in messages[1:]:  # the empty bundles, then the bundle itself
+            message.ack(consumer)
+            assert consumer._filter_committable_offsets([tp]) == {}
+        messages[0].ack(consumer)
         assert consumer._filter_committable_offsets([tp]) == {tp: first + 10}
     finally:
         app.consumer._thread.thread_loop.close()
