@@ -260,6 +260,18 @@ def test_committable_is_the_run_of_acknowledged_offsets_short_of_the_floor() -> 
     assert committable([], set(), None) is None
 
 
+def assert_held_back_by_the_bundle(consumer: Any, tp: TP, handed: list[Any], end: int) -> None:
+    """With the gap's offsets acknowledged, nothing is committed until every record handed on
+    is: the empty bundles first, then the bundle (the first); then everything up to `end`."""
+    assert consumer._acked[tp]  # the gap's offsets are acknowledged
+    assert consumer._filter_committable_offsets([tp]) == {}
+    for message in handed[1:]:
+        message.ack(consumer)
+        assert consumer._filter_committable_offsets([tp]) == {}
+    handed[0].ack(consumer)
+    assert consumer._filter_committable_offsets([tp]) == {tp: end}
+
+
 @pytest.mark.parametrize("committed", [None, 40])
 async def test_a_held_bundle_holds_the_commit_back_whatever_is_acknowledged_after_it(
     tmp_path: Path, committed: int | None
@@ -286,13 +298,7 @@ async def test_a_held_bundle_holds_the_commit_back_whatever_is_acknowledged_afte
             consumer.track_message(message)  # as the consumer does as it hands the record on
             held.append(message)
             read = offset
-        assert consumer._acked[tp]  # the gap's offsets are acknowledged
-        assert consumer._filter_committable_offsets([tp]) == {}
-        for message in held[1:]:  # the empty bundles, then the bundle itself
-            message.ack(consumer)
-            assert consumer._filter_committable_offsets([tp]) == {}
-        held[0].ack(consumer)
-        assert consumer._filter_committable_offsets([tp]) == {tp: first + 10}
+        assert_held_back_by_the_bundle(consumer, tp, held, first + 10)
     finally:
         app.consumer._thread.thread_loop.close()
 
@@ -331,12 +337,6 @@ async def test_a_bundle_waiting_in_the_agents_channel_holds_the_commit_back(
             messages.append(message)  # delivered to the channel; the stream has taken none
             read = message.offset
         assert [m.offset for m in messages] == [r.offset for r in handed]
-        assert consumer._acked[tp]  # the gap's offsets are acknowledged
-        assert consumer._filter_committable_offsets([tp]) == {}
-        for message in messages[1:]:  # the empty bundles, then the bundle itself
-            message.ack(consumer)
-            assert consumer._filter_committable_offsets([tp]) == {}
-        messages[0].ack(consumer)
-        assert consumer._filter_committable_offsets([tp]) == {tp: first + 10}
+        assert_held_back_by_the_bundle(consumer, tp, messages, first + 10)
     finally:
         app.consumer._thread.thread_loop.close()
