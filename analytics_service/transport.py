@@ -57,12 +57,14 @@ first commit), which is exactly where a fetch's bundle sits. A worker killed aft
 and before the flush lost the bundle; CI's integration tests caught it. And the floor counts a
 record from the moment the consumer hands it on: faust tracks one only when the agent's stream
 takes it from its channel, so a bundle still waiting there (a slow agent) held nothing back while
-the gap after it was committed (`FetchWaitConsumer.getmany`); the same kill lost it.
+the gap after it was committed; the consumer notes each record as it hands it on
+(`FetchWaitConsumer.getmany`), for the commit's floor only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -206,17 +208,19 @@ def transport_class(
 
     class FetchWaitConsumer(Consumer):
         async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
-            """faust's, each record tracked as handed on (and not acknowledged) as it is handed
-            to the conductor. faust tracks a record only when the agent's stream takes it from
-            its channel, which may be much later: a bundle still waiting in the channel held
-            nothing back while the gap after it, acknowledged when the fetch's last record came
-            through, was committed past it (the commit's floor below is the tracked records).
-            A worker killed before the flush then lost the bundle."""
+            """faust's, each record noted as handed on (`_handed_on`) as it goes to the
+            conductor. faust tracks a record only when the agent's stream takes it from its
+            channel, which may be much later: a bundle still waiting in the channel held nothing
+            back while the gap after it, acknowledged when the fetch's last record came through,
+            was committed past it. A worker killed before the flush then lost the bundle. Not
+            faust's own tracking (`track_message`): faust waits on a rebalance until every
+            record it tracks is acknowledged, and one still on its way to a channel is not
+            delivered until the rebalance is over."""
             acking = self.app.topics.acks_enabled_for
+            handed_on = self._handed_on
             async for tp, message in super().getmany(timeout):
-                if not message.tracked and acking(message.topic):
-                    message.tracked = True  # the stream then does not track it again
-                    self.track_message(message)
+                if acking(message.topic):
+                    handed_on.add(message)
                 yield tp, message
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
@@ -244,7 +248,7 @@ def transport_class(
             marker) do not hold a commit back."""
             COMMIT_ROUNDS.inc()
             floors: dict[Any, int] = {}
-            for m in list(self._unacked_messages):
+            for m in [*self._unacked_messages, *self._handed_on]:
                 if not m.acked and m.offset < floors.get(m.tp, m.offset + 1):
                     floors[m.tp] = m.offset
             out = {}
@@ -253,6 +257,14 @@ def transport_class(
                 if offset is not None and self._should_commit(tp, offset):
                     out[tp] = offset
             return out
+
+        @property
+        def _handed_on(self) -> weakref.WeakSet[Any]:
+            """The records handed to faust, until the last reference to each goes."""
+            handed: weakref.WeakSet[Any] | None = self.__dict__.get("_handed_on_set")
+            if handed is None:
+                handed = self.__dict__["_handed_on_set"] = weakref.WeakSet()
+            return handed
 
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
             thread = FetchWaitConsumerThread(
