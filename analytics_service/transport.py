@@ -207,6 +207,11 @@ def transport_class(
             return handed
 
     class FetchWaitConsumer(Consumer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The records handed to faust, until the last reference to each goes.
+            self._handed_on: weakref.WeakSet[Any] = weakref.WeakSet()
+
         async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
             """faust's, each record noted as handed on (`_handed_on`) as it goes to the
             conductor. faust tracks a record only when the agent's stream takes it from its
@@ -257,14 +262,6 @@ def transport_class(
                 if offset is not None and self._should_commit(tp, offset):
                     out[tp] = offset
             return out
-
-        @property
-        def _handed_on(self) -> weakref.WeakSet[Any]:
-            """The records handed to faust, until the last reference to each goes."""
-            handed: weakref.WeakSet[Any] | None = self.__dict__.get("_handed_on_set")
-            if handed is None:
-                handed = self.__dict__["_handed_on_set"] = weakref.WeakSet()
-            return handed
 
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
             thread = FetchWaitConsumerThread(
