@@ -16,6 +16,9 @@ the folder is kept). Two changes, both to faust's `stores.rocksdb` classes:
 - **Bounded memory.** Faust opens each database with its own 2 GiB block cache and 3 x 64 MiB
   memtables (4 tables x 6 partitions of them here). These databases share one block cache (which
   also holds index and filter blocks) and one memtable budget (a write buffer manager).
+- **Keys the size of their bytes** (`CompactJSON`). Faust's json codec writes with orjson, whose
+  bytes sit in a 4 KiB allocation whatever their length; the key-partition cache below keeps
+  16,384 keys, so its order ids held 64 MiB where their bytes are 0.6.
 """
 
 from __future__ import annotations
@@ -25,12 +28,29 @@ from typing import Any
 
 import faust
 import rocksdict
+from faust.serializers import codecs
 from faust.stores import rocksdb
 
 from analytics_service.settings import Settings
 from events.kit import partitioner
 
 MIB = 1024 * 1024
+
+
+class CompactJSON(codecs.json):
+    """Faust's json codec, each result copied into bytes of its own length.
+
+    orjson (faust's json when it is installed) returns its output in the 4 KiB buffer it wrote
+    it to: `sys.getsizeof` says 71 bytes for a quoted order id, the allocator holds 4,094. A
+    result dropped at once costs nothing more; a key kept (in `key_partition`'s cache, in
+    faust's key index) holds the whole buffer. Same bytes as faust's json, so the tables and
+    their changelogs read the same."""
+
+    def _dumps(self, s: Any) -> bytes:
+        return bytes(memoryview(super()._dumps(s)))
+
+
+COMPACT_JSON = CompactJSON()
 
 
 class BoundedOptions(rocksdb.RocksDBOptions):
@@ -95,11 +115,15 @@ class Store(rocksdb.Store):
 
 
 class Table(faust.Table[str, Any]):
-    """A faust table kept by `Store`, opened with the given shared options."""
+    """A faust table kept by `Store`, opened with the given shared options, its keys (in the
+    store and in the changelog) written by `CompactJSON`."""
 
     def __init__(self, app: Any, name: str, options: BoundedOptions, **kwargs: Any) -> None:
         self.bounded = options
         super().__init__(app, name=name, beacon=app.tables.beacon, **kwargs)
+        # faust sets it from the key type (none here: json); read when the store opens and
+        # for each changelog record
+        self.key_serializer = COMPACT_JSON
 
     def _new_store_by_url(self, url: Any) -> Store:
         store = Store(

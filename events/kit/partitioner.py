@@ -9,10 +9,12 @@ partitions places every record on the same partition as before, for 0.06 µs whe
 
 Small on purpose. Analytics' changelog producer with a 16,384-key cache held 60-70 MiB more
 (`python -m bench.analytics_memory --orders 100000 --rounds 4`: 330 against 264 MiB, twice each)
-for 5 MiB of entries, most likely the allocator's doing (entries replaced all the time end up
-scattered over many arenas, each then kept resident), so analytics' changelog producer uses the
-cache its tables keep of each key's partition instead (`analytics_service.tablestore`). 4,096
-keys are eight seconds of a service's orders at 500 orders/s.
+for 5 MiB of entries. The reason, found later: each key was faust's json of an order id, which
+orjson returns in a 4 KiB allocation, so a cache of keys held 4 KiB apiece (analytics' tables
+now write their keys compact, `analytics_service.tablestore.CompactJSON`). Analytics' changelog
+producer uses the cache its tables keep of each key's partition. The services' keys come from
+`str.encode` and from asyncpg, at their own size. 4,096 keys are eight seconds of a service's
+orders at 500 orders/s.
 """
 
 from __future__ import annotations
