@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from sys import intern
 from typing import Any
 
 MINUTE_MS = 60_000
@@ -239,7 +240,11 @@ class Aggregates:
                     bucket = minutes.get(minute)
                     if bucket is None:
                         bucket = minutes[minute] = Counter()
-                    bucket[name] += sign * amount
+                    value = bucket.get(name)
+                    if value is None:  # the minute's first: one copy of the name for every minute
+                        bucket[intern(name)] = sign * amount
+                    else:
+                        bucket[name] = value + sign * amount
         if latency is not None and latency[0] >= horizon:
             minute, ms = latency
             histogram = self.latencies.setdefault(minute, Counter())

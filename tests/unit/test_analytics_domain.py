@@ -251,6 +251,26 @@ def test_a_minute_of_latencies_keeps_buckets_not_samples() -> None:
     assert sum(histogram.values()) == 49_999
 
 
+def test_every_minute_counts_under_one_shared_copy_of_each_name() -> None:
+    """A minute's counters hold two names per SKU sold in it (units, revenue), kept for the 25 h
+    retention: made anew for each order, each minute held its own copies, 54 against 23 KiB a
+    minute at 240 SKUs and 200 orders/s (about 80 against 34 MiB over the retention)."""
+    aggregates = Aggregates()
+    for minute in range(3):
+        for i in range(20):
+            ts = T0 + minute * MINUTE_MS + i
+            lines = [[f"SKU-{i % 4}", 1, 250]]
+            aggregates.replace(
+                None, {"placed": [ts, "USD", 250, lines], "confirmed": [ts, "USD", 250]}
+            )
+    first, *others = (aggregates.minutes[T0 + m * MINUTE_MS] for m in range(3))
+    assert {"units:SKU-3", "sku_revenue:SKU-3:USD"} <= set(first)
+    names = {name: name for name in first}
+    for counts in others:
+        assert counts == first
+        assert all(name is names[name] for name in counts)
+
+
 def test_a_low_stock_alert_clears_once_available_reaches_the_threshold() -> None:
     alert = low_stock_detected(available=2, threshold=5, ts=T0)
     lower = low_stock_after_level(alert, 1)
