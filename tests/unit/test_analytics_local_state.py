@@ -96,11 +96,11 @@ def test_table_keys_are_faust_json_in_bytes_of_their_own_size(tmp_path: Path) ->
     app = s.build()
     app.consumer._thread.thread_loop.close()
     ids = [str(uuid.UUID(int=n)) for n in range(2000)]
+    json = get_codec("json")
     for table in app.tables.values():
         assert table.key_serializer is COMPACT_JSON
         store = table._new_store()
         assert store.key_serializer is COMPACT_JSON
-        json = get_codec("json")
         assert [store._encode_key(k) for k in ids[:50]] == [json.dumps(k) for k in ids[:50]]
 
     def bytes_kept_per_key(encode: Callable[[str], bytes]) -> float:
@@ -115,4 +115,4 @@ def test_table_keys_are_faust_json_in_bytes_of_their_own_size(tmp_path: Path) ->
     assert bytes_kept_per_key(store._encode_key) < 128
     # the premise: faust's json keeps 4 KiB per key. When an orjson release no longer does, this
     # fails, and CompactJSON can go.
-    assert bytes_kept_per_key(get_codec("json").dumps) > 1024
+    assert bytes_kept_per_key(json.dumps) > 1024
