@@ -50,15 +50,15 @@ EXPIRY_BATCH = 500
 
 class StockUnit:
     """The reservations and stock rows one transaction works on, locked, and what the handlers
-    changed in them; flushed in one statement. Two lock queries and one write per batch of
-    commands, however many it holds."""
+    changed in them; flushed in one statement. One lock query and one write per batch of commands,
+    however many it holds."""
 
     def __init__(
         self,
         conn: Conn,
         reservations: dict[uuid.UUID, Reservation],
         levels: dict[str, StockLevel],
-        now: datetime | None,
+        now: datetime,
     ) -> None:
         self.conn = conn
         self.reservations = reservations
@@ -71,15 +71,15 @@ class StockUnit:
 
     @classmethod
     async def for_commands(cls, conn: Conn, commands: Sequence[Message]) -> StockUnit:
-        """Lock the reservations of the orders named, then every SKU they or the commands touch."""
-        reservations = await repository.lock_reservations(conn, order_ids(commands))
-        skus = {line.sku for r in reservations.values() for line in r.lines}
+        """Lock the reservations of the orders named, then every SKU they or the commands touch,
+        in one round trip."""
+        skus: set[str] = set()
         for c in commands:
             if isinstance(c, ReserveStock):
                 skus.update(line.sku for line in c.lines)
             elif isinstance(c, Restock):
                 skus.add(c.sku)
-        levels, now = await repository.lock_stock_at(conn, list(skus))
+        reservations, levels, now = await repository.lock_batch(conn, order_ids(commands), skus)
         return cls(conn, reservations, levels, now)
 
     def _move(self, units: Mapping[str, int], *, on_hand: int = 0, reserved: int = 0) -> None:
@@ -100,7 +100,6 @@ class StockUnit:
     def reserve(
         self, order_id: uuid.UUID, lines: tuple[StockLine, ...], ttl: timedelta
     ) -> Reservation:
-        assert self._now is not None  # the lines' SKUs are locked rows: lock_stock_at saw them
         self._move(domain.units_by_sku(lines), reserved=+1)
         reservation = Reservation(
             order_id, ReservationStatus.RESERVED, lines, self._now + ttl, self._now

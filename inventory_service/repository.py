@@ -7,7 +7,7 @@ always locked in sorted SKU order, so transactions that touch several SKUs canno
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -42,15 +42,33 @@ COUNT_STOCK = """
 SELECT count(*) FROM stock WHERE NOT $1::bool OR on_hand - reserved < low_stock_threshold
 """
 
-# A batch's stock rows, locked in SKU order, with the transaction's time (the time reservations
-# made in it expire from).
-LOCK_STOCK_AT = """
-SELECT sku, on_hand, reserved, low_stock_threshold, now() AS db_now FROM stock
-WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
-"""
-LOCK_RESERVATIONS = """
-SELECT order_id, status, lines, expires_at, updated_at FROM reservations
-WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE
+# A batch's reservations and stock rows, locked, in one round trip: the reservations of the orders
+# named, in order-id order, then the stock rows of every SKU the commands or those reservations
+# name, in SKU order (as before in two statements, so the locks are taken in the same order as
+# everywhere else: reservations, then stock), and the transaction's time, which reservations made
+# in it expire from. A row locked after waiting for another transaction is read as that one left
+# it. One result, its rows told apart by `what`.
+LOCK_BATCH = """
+WITH r AS MATERIALIZED (
+    SELECT order_id, status, lines, expires_at, updated_at FROM reservations
+    WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE
+), s AS MATERIALIZED (
+    SELECT sku, on_hand, reserved, low_stock_threshold FROM stock
+    WHERE sku = ANY(ARRAY(
+        SELECT unnest($2::text[])
+        UNION SELECT line->>'sku' FROM r, jsonb_array_elements(r.lines) AS line
+    ))
+    ORDER BY sku FOR UPDATE
+)
+SELECT 'reservation' AS what, order_id, status, lines, expires_at, updated_at,
+    NULL::text AS sku, NULL::int AS on_hand, NULL::int AS reserved,
+    NULL::int AS low_stock_threshold, NULL::timestamptz AS db_now
+FROM r
+UNION ALL
+SELECT 'stock', NULL, NULL, NULL, NULL, NULL, sku, on_hand, reserved, low_stock_threshold, NULL
+FROM s
+UNION ALL
+SELECT 'now', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, now()
 """
 # Everything a batch changed, as CTEs for the consumer's last statement (events.kit.inbox.Writes;
 # on its own, Writes.execute). The stock rows it updates are locked, so it sets
@@ -141,21 +159,25 @@ async def count_stock(conn: Conn, *, below_threshold: bool) -> int:
     return total
 
 
-async def lock_reservations(
-    conn: Conn, order_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Reservation]:
-    """Lock these orders' reservations (those that exist) in order-id order."""
-    rows = await conn.fetch(LOCK_RESERVATIONS, sorted(set(order_ids)))
-    return {row["order_id"]: _reservation(row) for row in rows}
-
-
-async def lock_stock_at(
-    conn: Conn, skus: Sequence[str]
-) -> tuple[dict[str, StockLevel], datetime | None]:
-    """Lock these SKUs' stock rows in sorted order; also the transaction's time (None when no
-    row was found)."""
-    rows = await conn.fetch(LOCK_STOCK_AT, sorted(set(skus)))
-    return {row["sku"]: _level(row) for row in rows}, (rows[0]["db_now"] if rows else None)
+async def lock_batch(
+    conn: Conn, order_ids: Iterable[uuid.UUID], skus: Iterable[str]
+) -> tuple[dict[uuid.UUID, Reservation], dict[str, StockLevel], datetime]:
+    """Lock these orders' reservations (those that exist), then the stock rows of these SKUs and
+    of the reservations' lines (those that exist), in one statement (LOCK_BATCH); also the
+    transaction's time."""
+    reservations: dict[uuid.UUID, Reservation] = {}
+    levels: dict[str, StockLevel] = {}
+    now: datetime | None = None
+    for row in await conn.fetch(LOCK_BATCH, sorted(set(order_ids)), sorted(set(skus))):
+        what = row["what"]
+        if what == "stock":
+            levels[row["sku"]] = _level(row)
+        elif what == "reservation":
+            reservations[row["order_id"]] = _reservation(row)
+        else:
+            now = row["db_now"]
+    assert now is not None  # the statement's last row, always there
+    return reservations, levels, now
 
 
 def save_batch(

@@ -45,6 +45,7 @@ from events.messages import Command, Message
 from inventory_service import api, handlers
 from inventory_service.app import MIGRATIONS
 from inventory_service.domain import Policy
+from tests.integration.kit_support import eventually
 from tests.integration.platform_support import admin_headers
 
 pytestmark = pytest.mark.integration
@@ -363,6 +364,66 @@ async def test_concurrent_batches_over_the_same_skus_neither_deadlock_nor_overse
     assert len(won) == 25
     for sku in skus:
         assert await stock_of(pool, sku) == (25, 25)
+
+
+async def test_a_batch_locks_its_reservations_and_every_sku_they_or_its_commands_name_at_once(
+    pool: asyncpg.Pool,
+) -> None:
+    held, wanted, other = await stocked(pool, 5, "held"), await stocked(pool, 5), new_sku()
+    placed = reserve((held, 2))
+    await handle(pool, placed)
+    commands = [CommitReservation(order_id=placed.order_id), reserve((wanted, 1), (other, 1))]
+    statements: list[str] = []
+
+    def logged(query: asyncpg.connection.LoggedQuery) -> None:
+        statements.append(query.query)
+
+    async with pool.acquire() as conn, conn.transaction():
+        conn.add_query_logger(logged)
+        unit = await handlers.StockUnit.for_commands(conn, commands)
+        conn.remove_query_logger(logged)
+
+    assert len(statements) == 1
+    assert list(unit.reservations) == [placed.order_id]
+    assert unit.reservations[placed.order_id].lines == placed.lines
+    # the reservation's SKU and the new order's known one; an unknown SKU is simply absent
+    assert {sku: (s.on_hand, s.reserved) for sku, s in unit.levels.items()} == {
+        held: (5, 2),
+        wanted: (5, 0),
+    }
+
+
+# A backend of this database waiting for a lock the given backend holds.
+WAITING_FOR_A_LOCK = """
+SELECT EXISTS (SELECT FROM pg_stat_activity
+WHERE datname = current_database() AND $1::int = ANY(pg_blocking_pids(pid)))
+"""
+
+
+async def test_a_batch_waiting_for_a_stock_row_reads_it_as_the_holder_committed_it(
+    pool: asyncpg.Pool,
+) -> None:
+    sku = await stocked(pool, 5)
+    async with pool.acquire() as holder:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("UPDATE stock SET on_hand = 9 WHERE sku = $1", sku)
+
+        async def lock() -> dict[str, Any]:
+            async with pool.acquire() as conn, conn.transaction():
+                unit = await handlers.StockUnit.for_commands(conn, [reserve((sku, 1))])
+                return {s: (v.on_hand, v.reserved) for s, v in unit.levels.items()}
+
+        waiting = asyncio.create_task(lock())
+
+        async def blocked() -> bool:
+            return bool(await pool.fetchval(WAITING_FOR_A_LOCK, holder.get_server_pid()))
+
+        await eventually(blocked, timeout=10, interval=0.02)
+        assert not waiting.done()
+        await tx.commit()
+
+    assert await asyncio.wait_for(waiting, 10) == {sku: (9, 0)}
 
 
 async def test_commit_sells_the_reserved_units_once(pool: asyncpg.Pool) -> None:
