@@ -380,8 +380,10 @@ async def test_a_batch_locks_its_reservations_and_every_sku_they_or_its_commands
 
     async with pool.acquire() as conn, conn.transaction():
         conn.add_query_logger(logged)
-        unit = await handlers.StockUnit.for_commands(conn, commands)
-        conn.remove_query_logger(logged)
+        try:
+            unit = await handlers.StockUnit.for_commands(conn, commands)
+        finally:  # the pool's connection outlives the test
+            conn.remove_query_logger(logged)
 
     assert len(statements) == 1
     assert list(unit.reservations) == [placed.order_id]
@@ -409,7 +411,7 @@ async def test_a_batch_waiting_for_a_stock_row_reads_it_as_the_holder_committed_
         await tx.start()
         await holder.execute("UPDATE stock SET on_hand = 9 WHERE sku = $1", sku)
 
-        async def lock() -> dict[str, Any]:
+        async def lock() -> dict[str, tuple[int, int]]:
             async with pool.acquire() as conn, conn.transaction():
                 unit = await handlers.StockUnit.for_commands(conn, [reserve((sku, 1))])
                 return {s: (v.on_hand, v.reserved) for s, v in unit.levels.items()}
